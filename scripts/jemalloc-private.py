@@ -1,0 +1,42 @@
+#!/usr/bin/env python3
+"""Build step: copy a jemalloc static archive with its public symbols renamed.
+
+Debian's libjemalloc_pic.a defines malloc, free, mallocx, the C++ operators...
+under their plain names.  Linked into the shim as-is they would clash with the
+shim's own malloc family, so every global symbol jemalloc defines outside its
+internal je_ namespace gets the prefix mp_je_ (definitions and references alike,
+objcopy --redefine-syms).  The shim then calls mp_je_mallocx() etc. and exports
+none of them (hidden by the version script).
+
+usage: jemalloc-private.py NM OBJCOPY IN.a OUT.a
+"""
+import subprocess
+import sys
+
+
+def main() -> int:
+    nm, objcopy, src, dst = sys.argv[1:5]
+    out = subprocess.run([nm, "-g", "--defined-only", src], check=True,
+                         capture_output=True, text=True).stdout
+    names = set()
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) != 3:
+            continue
+        name = parts[2]
+        if name.startswith(("je_", "DW.ref.", "_GLOBAL_")):
+            continue
+        names.add(name)
+    if "mallocx" not in names:
+        print(f"{src}: no mallocx symbol; is this a jemalloc archive?", file=sys.stderr)
+        return 1
+    mapfile = dst + ".syms"
+    with open(mapfile, "w") as f:
+        for name in sorted(names):
+            f.write(f"{name} mp_je_{name}\n")
+    subprocess.run([objcopy, f"--redefine-syms={mapfile}", src, dst], check=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

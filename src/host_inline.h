@@ -1,0 +1,89 @@
+/*
+ * The host hit path: malloc and free of a pooled size class served from
+ * the calling thread's cache, with no lock, no atomic read-modify-write and
+ * no jemalloc call.  Everything else goes to the out-of-line slow paths in
+ * host_pool.c.  Included by the preload (and tests) so that the fast path
+ * is inlined into the exported functions.
+ */
+#ifndef MEMPOOL_HOST_INLINE_H
+#define MEMPOOL_HOST_INLINE_H
+
+#include "internal.h"
+
+static inline void mp_count_inuse(mp_tcounters_t *c, unsigned cls, int64_t bytes)
+{
+    int64_t d = MP_LOAD(c->inuse_delta) + bytes;
+    if (mp_unlikely(d >= MP_PUBLISH_BYTES || d <= -MP_PUBLISH_BYTES)) {
+        mp_host_publish(cls, d);
+        d = 0;
+    }
+    atomic_store_explicit(&c->inuse_delta, d, memory_order_relaxed);
+}
+
+static inline void *mp_malloc(size_t size)
+{
+    mp_tcache_t *tc = mp_tls_tcache;
+    if (mp_likely(tc != NULL)) {
+        unsigned cls = mp_size_class_of(&mp_sc, size);
+        if (mp_likely(cls < MP_CLASS_MAX)) {
+            mp_bin_t *b = &tc->bins[cls];
+            void *p = b->head;
+            if (mp_likely(p != NULL)) {
+                size_t cs = mp_sc.size[cls];
+                b->head = *(void **)p;
+                b->count--;
+                MP_BUMP(tc->cached_bytes, -cs);
+                mp_tcounters_t *c = &tc->cnt[cls];
+                MP_BUMP(c->hits, 1);
+                MP_BUMP(c->req_bytes, size);
+                MP_BUMP(c->hit_bytes, cs);
+                mp_count_inuse(c, cls, (int64_t)cs);
+                return p;
+            }
+        }
+    }
+    return mp_host_malloc_slow(size);
+}
+
+static inline void mp_free(void *p)
+{
+    uintptr_t off = (uintptr_t)p - mp_heap.base;
+    if (mp_likely(off < mp_heap.class_span)) {
+        unsigned cls = (unsigned)(off >> mp_heap.slot_shift);
+        mp_tcache_t *tc = mp_tls_tcache;
+        if (mp_likely(tc != NULL)) {
+            mp_bin_t *b = &tc->bins[cls];
+            size_t cs = mp_sc.size[cls];
+            size_t cached = MP_LOAD(tc->cached_bytes) + cs;
+            if (mp_likely(b->count < b->cap && cached <= tc->cached_limit)) {
+                *(void **)p = b->head;
+                b->head = p;
+                b->count++;
+                atomic_store_explicit(&tc->cached_bytes, cached, memory_order_relaxed);
+                mp_tcounters_t *c = &tc->cnt[cls];
+                MP_BUMP(c->releases, 1);
+                mp_count_inuse(c, cls, -(int64_t)cs);
+                return;
+            }
+        }
+        mp_host_free_slow(p, cls);
+        return;
+    }
+    mp_host_free_other(p);
+}
+
+/* ---- malloc_api.c: the rest of the malloc family, with libc semantics ---- */
+void *mp_calloc(size_t n, size_t size);
+void *mp_realloc(void *p, size_t size);
+void *mp_reallocarray(void *p, size_t n, size_t size);
+int mp_posix_memalign(void **out, size_t align, size_t size);
+void *mp_aligned_alloc(size_t align, size_t size);
+void *mp_memalign(size_t align, size_t size);
+void *mp_valloc(size_t size);
+void *mp_pvalloc(size_t size);
+size_t mp_usable_size(void *p);
+int mp_malloc_trim(size_t pad);
+/* operator new: retries through std::get_new_handler, throws std::bad_alloc. */
+void *mp_cxx_new(size_t size, size_t align, bool nothrow);
+
+#endif

@@ -1,0 +1,665 @@
+/*
+ * Host pools: per-thread caches per size class (the hit path, in
+ * host_inline.h), a shared pool per class behind a mutex, and jemalloc
+ * arenas behind that.
+ *
+ *   free:  thread bin (bounded in blocks and bytes) -> half spills to the
+ *          shared pool (bounded per class and in bytes) -> jemalloc (trim)
+ *   malloc: thread bin -> refill half a bin from the shared pool (hit)
+ *          -> jemalloc mallocx from the class's arena (miss)
+ *
+ * Counters are per thread (relaxed, single writer) and folded into the
+ * process-wide ones when a thread exits; bytes in use are published in
+ * MP_PUBLISH_BYTES steps so that peaks are exact to within that per class
+ * and thread.  Bytes reserved change only on slow paths and are exact.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "host_inline.h"
+#include "jemalloc_private.h"
+#include "stats.h"
+
+_Thread_local mp_tcache_t *mp_tls_tcache __attribute__((tls_model("initial-exec")));
+mp_class_stats_t mp_class_stats[MP_CLASS_MAX];
+mp_bypass_stats_t mp_bypass_stats;
+_Atomic int64_t mp_total_inuse, mp_total_inuse_peak;
+_Atomic int64_t mp_total_reserved, mp_total_reserved_peak;
+
+typedef struct shared_pool {
+    pthread_mutex_t lock;
+    void *head;
+    _Atomic uint64_t count; /* written under lock, peeked without */
+    uint64_t cap;
+} __attribute__((aligned(64))) shared_pool_t;
+
+static shared_pool_t shared[MP_CLASS_MAX];
+static _Atomic uint64_t shared_bytes;
+static uint64_t shared_limit;
+static bool pooling; /* false: MEMPOOL_DISABLE or MEMPOOL_HOST=0 */
+
+/* Thread caches of exited threads point here: no bin takes a block, so
+ * every call of such a thread takes the slow path. */
+static mp_tcache_t tcache_dead;
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static mp_tcache_t *registry;
+static pthread_key_t tcache_key;
+
+static void max_update(_Atomic int64_t *peak, int64_t v)
+{
+    int64_t cur = atomic_load_explicit(peak, memory_order_relaxed);
+    while (v > cur && !atomic_compare_exchange_weak_explicit(peak, &cur, v, memory_order_relaxed,
+                                                             memory_order_relaxed)) {
+    }
+}
+
+static void total_inuse_add(int64_t delta)
+{
+    int64_t now = atomic_fetch_add_explicit(&mp_total_inuse, delta, memory_order_relaxed) + delta;
+    max_update(&mp_total_inuse_peak, now);
+}
+
+static void total_reserved_add(int64_t delta)
+{
+    int64_t now = atomic_fetch_add_explicit(&mp_total_reserved, delta, memory_order_relaxed) + delta;
+    max_update(&mp_total_reserved_peak, now);
+}
+
+void mp_host_publish(unsigned cls, int64_t delta)
+{
+    mp_class_stats_t *s = &mp_class_stats[cls];
+    int64_t now = atomic_fetch_add_explicit(&s->inuse, delta, memory_order_relaxed) + delta;
+    max_update(&s->inuse_peak, now);
+    total_inuse_add(delta);
+}
+
+static void reserved_add(unsigned cls, int64_t bytes)
+{
+    mp_class_stats_t *s = &mp_class_stats[cls];
+    int64_t now = atomic_fetch_add_explicit(&s->reserved, bytes, memory_order_relaxed) + bytes;
+    max_update(&s->reserved_peak, now);
+    total_reserved_add(bytes);
+}
+
+static inline bool tcache_live(const mp_tcache_t *tc) { return tc != NULL && tc != &tcache_dead; }
+
+/* Count a served request: in the thread's counters if it has a cache. */
+static void count_alloc(mp_tcache_t *tc, unsigned cls, size_t req, bool hit)
+{
+    size_t cs = mp_sc.size[cls];
+    if (tcache_live(tc)) {
+        mp_tcounters_t *c = &tc->cnt[cls];
+        if (hit) {
+            MP_BUMP(c->hits, 1);
+            MP_BUMP(c->hit_bytes, cs);
+        } else {
+            MP_BUMP(c->misses, 1);
+        }
+        MP_BUMP(c->req_bytes, req);
+        mp_count_inuse(c, cls, (int64_t)cs);
+        return;
+    }
+    mp_class_stats_t *s = &mp_class_stats[cls];
+    if (hit) {
+        atomic_fetch_add_explicit(&s->hits, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&s->hit_bytes, cs, memory_order_relaxed);
+    } else {
+        atomic_fetch_add_explicit(&s->misses, 1, memory_order_relaxed);
+    }
+    atomic_fetch_add_explicit(&s->req_bytes, req, memory_order_relaxed);
+    mp_host_publish(cls, (int64_t)cs);
+}
+
+static void count_release(mp_tcache_t *tc, unsigned cls)
+{
+    size_t cs = mp_sc.size[cls];
+    if (tcache_live(tc)) {
+        MP_BUMP(tc->cnt[cls].releases, 1);
+        mp_count_inuse(&tc->cnt[cls], cls, -(int64_t)cs);
+        return;
+    }
+    atomic_fetch_add_explicit(&mp_class_stats[cls].releases, 1, memory_order_relaxed);
+    mp_host_publish(cls, -(int64_t)cs);
+}
+
+/* ---- jemalloc side --------------------------------------------------------- */
+
+static void trim_chain(unsigned cls, void *head, uint64_t n)
+{
+    size_t cs = mp_sc.size[cls];
+    for (uint64_t i = 0; i < n; i++) {
+        void *next = *(void **)head;
+        je_sdallocx(head, cs, 0);
+        head = next;
+    }
+    mp_class_stats_t *s = &mp_class_stats[cls];
+    atomic_fetch_add_explicit(&s->trims, n, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->trim_bytes, n * cs, memory_order_relaxed);
+    reserved_add(cls, -(int64_t)(n * cs));
+}
+
+static void bypass_inuse_add(int64_t bytes)
+{
+    int64_t now = atomic_fetch_add_explicit(&mp_bypass_stats.inuse, bytes, memory_order_relaxed) + bytes;
+    max_update(&mp_bypass_stats.inuse_peak, now);
+    total_inuse_add(bytes);
+    total_reserved_add(bytes);
+}
+
+static void *bypass_alloc(size_t size, size_t align, bool zero)
+{
+    int flags = MALLOCX_ARENA(mp_heap.bypass_arena);
+    if (align > 16)
+        flags |= MALLOCX_ALIGN(align);
+    if (zero)
+        flags |= MALLOCX_ZERO;
+    void *p = je_mallocx(size ? size : 1, flags);
+    if (mp_unlikely(p == NULL)) {
+        /* Our range is full (or jemalloc failed): libc's heap still works. */
+        p = mp_libc_alloc(size, align);
+        if (p == NULL) {
+            errno = ENOMEM;
+            return NULL;
+        }
+        if (zero)
+            memset(p, 0, size);
+        atomic_fetch_add_explicit(&mp_bypass_stats.fallbacks, 1, memory_order_relaxed);
+        return p;
+    }
+    int64_t us = (int64_t)je_sallocx(p, 0);
+    atomic_fetch_add_explicit(&mp_bypass_stats.count, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&mp_bypass_stats.req_bytes, size, memory_order_relaxed);
+    bypass_inuse_add(us);
+    return p;
+}
+
+static void bypass_free(void *p)
+{
+    int64_t us = (int64_t)je_sallocx(p, 0);
+    atomic_fetch_add_explicit(&mp_bypass_stats.releases, 1, memory_order_relaxed);
+    bypass_inuse_add(-us);
+    je_dallocx(p, 0);
+}
+
+/* A new block of class cls from its jemalloc arena (a miss). */
+static void *class_miss(unsigned cls)
+{
+    size_t cs = mp_sc.size[cls];
+    unsigned arena = mp_heap_class_arena(cls);
+    void *p = arena ? je_mallocx(cs, MALLOCX_ARENA(arena)) : NULL;
+    if (mp_unlikely(p == NULL || ((uintptr_t)p & (mp_sc.align[cls] - 1)) != 0
+                    || (uintptr_t)p - mp_heap.base >= mp_heap.class_span)) {
+        /* Slot exhausted (or a block from elsewhere): serve it unpooled. */
+        if (p)
+            je_dallocx(p, 0);
+        return NULL;
+    }
+    reserved_add(cls, (int64_t)cs);
+    return p;
+}
+
+/* ---- shared pool -------------------------------------------------------------- */
+
+/* Move up to `want` blocks from the shared pool into the bin; returns one
+ * block for the caller (not put in the bin), or NULL if the pool is empty. */
+static void *refill(mp_tcache_t *tc, unsigned cls)
+{
+    shared_pool_t *sp = &shared[cls];
+    if (atomic_load_explicit(&sp->count, memory_order_relaxed) == 0)
+        return NULL; /* racy peek: a wrong answer only costs a miss */
+    mp_bin_t *b = tcache_live(tc) ? &tc->bins[cls] : NULL;
+    uint64_t want = b ? b->cap / 2 + 1 : 1;
+    size_t cs = mp_sc.size[cls];
+    pthread_mutex_lock(&sp->lock);
+    uint64_t n = sp->count < want ? sp->count : want;
+    void *head = sp->head, *tail = head;
+    for (uint64_t i = 1; i < n; i++)
+        tail = *(void **)tail;
+    if (n) {
+        sp->head = *(void **)tail;
+        sp->count -= n;
+        atomic_fetch_sub_explicit(&shared_bytes, n * cs, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&sp->lock);
+    if (n == 0)
+        return NULL;
+    void *rest = *(void **)head;
+    if (n > 1) { /* blocks 2..n go to the (empty) bin */
+        *(void **)tail = b->head;
+        b->head = rest;
+        b->count += (uint32_t)(n - 1);
+        MP_BUMP(tc->cached_bytes, (n - 1) * cs);
+    }
+    return head;
+}
+
+/* Give a chain of n blocks to the shared pool; what exceeds its limits is
+ * returned to jemalloc. */
+static void shared_put(unsigned cls, void *head, void *tail, uint64_t n)
+{
+    shared_pool_t *sp = &shared[cls];
+    size_t cs = mp_sc.size[cls];
+    pthread_mutex_lock(&sp->lock);
+    uint64_t room = sp->cap > sp->count ? sp->cap - sp->count : 0;
+    uint64_t bytes = atomic_load_explicit(&shared_bytes, memory_order_relaxed);
+    uint64_t byte_room = shared_limit > bytes ? (shared_limit - bytes) / cs : 0;
+    if (room > byte_room)
+        room = byte_room;
+    uint64_t keep = n < room ? n : room;
+    void *excess = NULL;
+    if (keep == n) {
+        *(void **)tail = sp->head;
+        sp->head = head;
+    } else if (keep > 0) {
+        void *last = head;
+        for (uint64_t i = 1; i < keep; i++)
+            last = *(void **)last;
+        excess = *(void **)last;
+        *(void **)last = sp->head;
+        sp->head = head;
+    } else {
+        excess = head;
+    }
+    sp->count += keep;
+    atomic_fetch_add_explicit(&shared_bytes, keep * cs, memory_order_relaxed);
+    pthread_mutex_unlock(&sp->lock);
+    if (n > keep)
+        trim_chain(cls, excess, n - keep);
+}
+
+/* Move the `n` coldest blocks of a bin (the tail of its LIFO list) out. */
+static void spill(mp_tcache_t *tc, unsigned cls, uint32_t n)
+{
+    mp_bin_t *b = &tc->bins[cls];
+    if (n == 0 || b->count == 0)
+        return;
+    if (n > b->count)
+        n = b->count;
+    uint32_t keep = b->count - n;
+    void *head, *tail;
+    if (keep == 0) {
+        head = b->head;
+        b->head = NULL;
+    } else {
+        void *last = b->head;
+        for (uint32_t i = 1; i < keep; i++)
+            last = *(void **)last;
+        head = *(void **)last;
+        *(void **)last = NULL;
+    }
+    tail = head;
+    for (uint32_t i = 1; i < n; i++)
+        tail = *(void **)tail;
+    b->count = keep;
+    MP_BUMP(tc->cached_bytes, -(size_t)n * mp_sc.size[cls]);
+    shared_put(cls, head, tail, n);
+}
+
+/* ---- thread caches -------------------------------------------------------------- */
+
+static mp_tcache_t *tcache_create(void)
+{
+    /* While this runs, nested calls (pthread_setspecific may calloc) take
+     * the direct path. */
+    mp_tls_tcache = &tcache_dead;
+    mp_tcache_t *tc = mmap(NULL, sizeof(*tc), PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (tc == MAP_FAILED)
+        return &tcache_dead;
+    uint64_t blocks = mp_opt(MP_OPT_HOST_TCACHE_BLOCKS), limit = mp_opt(MP_OPT_HOST_TCACHE_LIMIT);
+    for (unsigned c = 0; c < mp_sc.count; c++) {
+        uint64_t cap = limit / (4 * mp_sc.size[c]);
+        if (cap == 0 && limit >= mp_sc.size[c])
+            cap = 1;
+        tc->bins[c].cap = (uint32_t)(cap < blocks ? cap : blocks);
+    }
+    tc->cached_limit = (size_t)limit;
+    pthread_mutex_lock(&registry_lock);
+    tc->next = registry;
+    if (registry)
+        registry->prev = tc;
+    registry = tc;
+    pthread_mutex_unlock(&registry_lock);
+    pthread_setspecific(tcache_key, tc);
+    mp_tls_tcache = tc;
+    return tc;
+}
+
+/* Fold a cache's counters into the process-wide ones (registry locked). */
+static void tcache_fold(mp_tcache_t *tc)
+{
+    for (unsigned c = 0; c < mp_sc.count; c++) {
+        mp_tcounters_t *t = &tc->cnt[c];
+        mp_class_stats_t *s = &mp_class_stats[c];
+        atomic_fetch_add(&s->hits, MP_LOAD(t->hits));
+        atomic_fetch_add(&s->misses, MP_LOAD(t->misses));
+        atomic_fetch_add(&s->releases, MP_LOAD(t->releases));
+        atomic_fetch_add(&s->req_bytes, MP_LOAD(t->req_bytes));
+        atomic_fetch_add(&s->hit_bytes, MP_LOAD(t->hit_bytes));
+        int64_t d = MP_LOAD(t->inuse_delta);
+        if (d)
+            mp_host_publish(c, d);
+        memset(t, 0, sizeof(*t));
+    }
+}
+
+static void tcache_unlink(mp_tcache_t *tc)
+{
+    if (tc->prev)
+        tc->prev->next = tc->next;
+    else
+        registry = tc->next;
+    if (tc->next)
+        tc->next->prev = tc->prev;
+}
+
+/* Empty every bin into the shared pool (or jemalloc). */
+static void tcache_drain(mp_tcache_t *tc)
+{
+    for (unsigned c = 0; c < mp_sc.count; c++)
+        spill(tc, c, tc->bins[c].count);
+}
+
+void mp_host_thread_exit(void *arg)
+{
+    mp_tcache_t *tc = arg;
+    /* Frees from destructors that run after this one take the direct path. */
+    mp_tls_tcache = &tcache_dead;
+    if (!tcache_live(tc))
+        return;
+    tcache_drain(tc);
+    pthread_mutex_lock(&registry_lock);
+    tcache_fold(tc);
+    tcache_unlink(tc);
+    pthread_mutex_unlock(&registry_lock);
+    munmap(tc, sizeof(*tc));
+}
+
+void mp_host_init(void)
+{
+    pooling = !mp_opt(MP_OPT_DISABLE) && mp_opt(MP_OPT_HOST);
+    shared_limit = mp_opt(MP_OPT_HOST_CACHE_LIMIT);
+    for (unsigned c = 0; c < MP_CLASS_MAX; c++) {
+        pthread_mutex_init(&shared[c].lock, NULL);
+        shared[c].cap = mp_opt(MP_OPT_HOST_MAX_BLOCKS);
+    }
+    pthread_key_create(&tcache_key, mp_host_thread_exit);
+}
+
+/* ---- slow paths ------------------------------------------------------------------ */
+
+/* Before initialisation completes, or when the shim could not start. */
+static void *early_alloc(size_t size, size_t align, bool zero)
+{
+    int st = mp_init();
+    if (st == MP_STATE_READY)
+        return NULL; /* ready now: caller goes on */
+    if (st == MP_STATE_LIBC) {
+        void *p = mp_libc_alloc(size, align);
+        if (p && zero)
+            memset(p, 0, size);
+        return p ? p : (errno = ENOMEM, NULL);
+    }
+    return mp_boot_alloc(size, align); /* re-entered from our own init */
+}
+
+/* Serve a request of class cls: bin, shared pool, then jemalloc. */
+static void *class_alloc(unsigned cls, size_t req, size_t align)
+{
+    mp_tcache_t *tc = mp_tls_tcache;
+    if (tc == NULL)
+        tc = tcache_create();
+    if (tcache_live(tc)) {
+        mp_bin_t *b = &tc->bins[cls];
+        void *p = b->head;
+        if (p != NULL) {
+            b->head = *(void **)p;
+            b->count--;
+            MP_BUMP(tc->cached_bytes, -mp_sc.size[cls]);
+            count_alloc(tc, cls, req, true);
+            return p;
+        }
+    }
+    void *p = refill(tc, cls);
+    if (p != NULL) {
+        count_alloc(tc, cls, req, true);
+        return p;
+    }
+    p = class_miss(cls);
+    if (p != NULL) {
+        count_alloc(tc, cls, req, false);
+        return p;
+    }
+    return bypass_alloc(req, align, false);
+}
+
+MP_NOINLINE void *mp_host_malloc_slow(size_t size)
+{
+    if (mp_unlikely(atomic_load_explicit(&mp_state, memory_order_acquire) != MP_STATE_READY)) {
+        void *p = early_alloc(size, 16, false);
+        if (mp_state != MP_STATE_READY || p != NULL)
+            return p;
+    }
+    unsigned cls = mp_size_class_of(&mp_sc, size);
+    if (!pooling || cls == MP_CLASS_NONE)
+        return bypass_alloc(size, 0, false);
+    return class_alloc(cls, size, 16);
+}
+
+void *mp_host_aligned(size_t align, size_t size)
+{
+    if (mp_unlikely(atomic_load_explicit(&mp_state, memory_order_acquire) != MP_STATE_READY)) {
+        void *p = early_alloc(size, align, false);
+        if (mp_state != MP_STATE_READY || p != NULL)
+            return p;
+    }
+    if (!pooling)
+        return bypass_alloc(size, align, false);
+    /* The smallest class that fits and whose blocks are naturally aligned. */
+    unsigned cls = mp_size_class_of(&mp_sc, size > align ? size : align);
+    while (cls < mp_sc.count && mp_sc.align[cls] < align)
+        cls++;
+    if (cls >= mp_sc.count)
+        return bypass_alloc(size, align, false);
+    void *p = class_alloc(cls, size, align);
+    if (mp_unlikely(p != NULL && ((uintptr_t)p & (align - 1)) != 0)) {
+        mp_free(p); /* cannot happen with jemalloc's slab layout; be safe */
+        return bypass_alloc(size, align, false);
+    }
+    return p;
+}
+
+MP_NOINLINE void mp_host_free_slow(void *p, unsigned cls)
+{
+    mp_tcache_t *tc = mp_tls_tcache;
+    if (tc == NULL && pooling)
+        tc = tcache_create();
+    count_release(tc, cls);
+    if (tcache_live(tc) && tc->bins[cls].cap > 0) {
+        mp_bin_t *b = &tc->bins[cls];
+        size_t cs = mp_sc.size[cls];
+        if (b->count >= b->cap)
+            spill(tc, cls, b->count - b->cap / 2);
+        if (MP_LOAD(tc->cached_bytes) + cs > tc->cached_limit) {
+            /* Over the thread's byte limit: halve every bin. */
+            for (unsigned c = 0; c < mp_sc.count; c++)
+                spill(tc, c, (tc->bins[c].count + 1) / 2);
+        }
+        if (b->count < b->cap && MP_LOAD(tc->cached_bytes) + cs <= tc->cached_limit) {
+            *(void **)p = b->head;
+            b->head = p;
+            b->count++;
+            MP_BUMP(tc->cached_bytes, cs);
+            return;
+        }
+    }
+    *(void **)p = NULL;
+    shared_put(cls, p, p, 1);
+}
+
+void mp_host_free_other(void *p)
+{
+    uintptr_t off = (uintptr_t)p - mp_heap.base;
+    if (off < mp_heap.size) {
+        bypass_free(p);
+        return;
+    }
+    if (p == NULL || mp_is_boot(p))
+        return;
+    if (mp_libc.free == NULL)
+        mp_init(); /* a foreign pointer freed before our first malloc */
+    mp_libc_free(p);
+}
+
+void *mp_host_realloc(void *p, size_t size)
+{
+    unsigned cls = MP_CLASS_NONE;
+    int kind = mp_ptr_kind(p, &cls);
+    if (kind == MP_PTR_CLASS) {
+        if (mp_size_class_of(&mp_sc, size) == cls)
+            return p; /* same class: nothing to move */
+    } else if (kind == MP_PTR_BYPASS) {
+        if (mp_size_class_of(&mp_sc, size) == MP_CLASS_NONE || !pooling) {
+            /* Large to large: let jemalloc grow or shrink in place. */
+            int64_t old = (int64_t)je_sallocx(p, 0);
+            void *q = je_rallocx(p, size, MALLOCX_ARENA(mp_heap.bypass_arena));
+            if (q == NULL) {
+                errno = ENOMEM;
+                return NULL;
+            }
+            bypass_inuse_add((int64_t)je_sallocx(q, 0) - old);
+            atomic_fetch_add(&mp_bypass_stats.req_bytes, size);
+            return q;
+        }
+    } else if (kind == MP_PTR_FOREIGN && !mp_is_boot(p)) {
+        if (mp_libc.realloc == NULL)
+            mp_init();
+        return mp_libc.realloc(p, size);
+    }
+    size_t old = mp_host_usable_size(p);
+    void *q = mp_malloc(size);
+    if (q == NULL)
+        return NULL; /* the old block stays valid */
+    memcpy(q, p, old < size ? old : size);
+    mp_free(p);
+    return q;
+}
+
+size_t mp_host_usable_size(const void *p)
+{
+    unsigned cls;
+    switch (mp_ptr_kind(p, &cls)) {
+    case MP_PTR_CLASS:
+        return mp_sc.size[cls];
+    case MP_PTR_BYPASS:
+        return je_sallocx(p, 0);
+    case MP_PTR_NULL:
+        return 0;
+    default:
+        if (mp_is_boot(p))
+            return mp_boot_usable_size(p);
+        if (mp_libc.usable_size == NULL)
+            mp_init();
+        return mp_libc.usable_size ? mp_libc.usable_size((void *)p) : 0;
+    }
+}
+
+size_t mp_host_trim(void)
+{
+    size_t freed = 0;
+    mp_tcache_t *tc = mp_tls_tcache;
+    if (tcache_live(tc))
+        tcache_drain(tc);
+    for (unsigned c = 0; c < mp_sc.count; c++) {
+        shared_pool_t *sp = &shared[c];
+        pthread_mutex_lock(&sp->lock);
+        void *head = sp->head;
+        uint64_t n = sp->count;
+        sp->head = NULL;
+        sp->count = 0;
+        atomic_fetch_sub(&shared_bytes, n * mp_sc.size[c]);
+        pthread_mutex_unlock(&sp->lock);
+        if (n) {
+            trim_chain(c, head, n);
+            freed += n * mp_sc.size[c];
+        }
+    }
+    return freed;
+}
+
+void mp_host_shared_cached(unsigned cls, uint64_t *blocks, uint64_t *bytes)
+{
+    shared_pool_t *sp = &shared[cls];
+    pthread_mutex_lock(&sp->lock);
+    *blocks = sp->count;
+    pthread_mutex_unlock(&sp->lock);
+    *bytes = *blocks * mp_sc.size[cls];
+}
+
+void mp_host_for_each_tcache(void (*fn)(const mp_tcache_t *, void *), void *arg)
+{
+    pthread_mutex_lock(&registry_lock);
+    for (mp_tcache_t *tc = registry; tc; tc = tc->next)
+        fn(tc, arg);
+    pthread_mutex_unlock(&registry_lock);
+}
+
+/* ---- fork: no lock is held across fork(); the child adopts the caches of
+ * threads that do not exist in it. --------------------------------------------- */
+
+void mp_host_fork_prepare(void)
+{
+    pthread_mutex_lock(&registry_lock);
+    for (unsigned c = 0; c < MP_CLASS_MAX; c++)
+        pthread_mutex_lock(&shared[c].lock);
+}
+
+void mp_host_fork_parent(void)
+{
+    for (unsigned c = 0; c < MP_CLASS_MAX; c++)
+        pthread_mutex_unlock(&shared[c].lock);
+    pthread_mutex_unlock(&registry_lock);
+}
+
+void mp_host_fork_child(void)
+{
+    for (unsigned c = 0; c < MP_CLASS_MAX; c++)
+        pthread_mutex_unlock(&shared[c].lock);
+    mp_tcache_t *mine = mp_tls_tcache, *tc = registry;
+    while (tc) {
+        mp_tcache_t *next = tc->next;
+        if (tc != mine) {
+            tcache_drain(tc);
+            tcache_fold(tc);
+            tcache_unlink(tc);
+            munmap(tc, sizeof(*tc));
+        }
+        tc = next;
+    }
+    pthread_mutex_unlock(&registry_lock);
+}
+
+void mp_host_stats_reset(void)
+{
+    for (unsigned c = 0; c < MP_CLASS_MAX; c++) {
+        mp_class_stats_t *g = &mp_class_stats[c];
+        g->hits = g->misses = g->releases = g->req_bytes = g->hit_bytes = 0;
+        g->trims = g->trim_bytes = 0;
+        g->inuse_peak = MP_LOAD(g->inuse);
+        g->reserved_peak = MP_LOAD(g->reserved);
+    }
+    mp_tcache_t *tc = mp_tls_tcache;
+    if (tcache_live(tc)) {
+        for (unsigned c = 0; c < MP_CLASS_MAX; c++) {
+            mp_tcounters_t *t = &tc->cnt[c];
+            t->hits = t->misses = t->releases = t->req_bytes = t->hit_bytes = 0;
+        }
+    }
+    mp_bypass_stats.count = mp_bypass_stats.req_bytes = 0;
+    mp_bypass_stats.releases = mp_bypass_stats.fallbacks = 0;
+    mp_bypass_stats.inuse_peak = MP_LOAD(mp_bypass_stats.inuse);
+    mp_total_inuse_peak = MP_LOAD(mp_total_inuse);
+    mp_total_reserved_peak = MP_LOAD(mp_total_reserved);
+}

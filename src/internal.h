@@ -1,0 +1,247 @@
+/*
+ * Internal declarations of the mempool core, grouped by the file that owns
+ * them.  Nothing here is public: the library is built with hidden
+ * visibility and every symbol carries the mp_ prefix.
+ */
+#ifndef MEMPOOL_INTERNAL_H
+#define MEMPOOL_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define mp_likely(x) __builtin_expect(!!(x), 1)
+#define mp_unlikely(x) __builtin_expect(!!(x), 0)
+#define MP_NOINLINE __attribute__((noinline))
+#define MP_COLD __attribute__((cold, noinline))
+
+/* Relaxed counter bump by its only writer: a plain load and store on x86,
+ * but a well-defined read for the stats writer in another thread. */
+#define MP_BUMP(field, n)                                                      \
+    atomic_store_explicit(&(field),                                            \
+                          atomic_load_explicit(&(field), memory_order_relaxed) \
+                              + (n),                                           \
+                          memory_order_relaxed)
+#define MP_LOAD(field) atomic_load_explicit(&(field), memory_order_relaxed)
+
+/* ---- options.c ---------------------------------------------------------- */
+typedef enum mp_opt_type {
+    MP_OPT_bool,
+    MP_OPT_size,
+    MP_OPT_count,
+    MP_OPT_choice,
+    MP_OPT_path,
+} mp_opt_type_t;
+
+typedef enum mp_opt_id {
+#define MP_OPTION(id, type, def, min, max, choices, doc) MP_OPT_##id,
+#include "options.def"
+#undef MP_OPTION
+    MP_OPT_COUNT
+} mp_opt_id_t;
+
+typedef struct mp_option_desc {
+    const char *name; /* full variable name, MEMPOOL_... */
+    mp_opt_type_t type;
+    const char *def, *min, *max, *choices, *doc;
+} mp_option_desc_t;
+
+#define MP_PATH_MAX 1024
+
+extern const mp_option_desc_t mp_option_table[MP_OPT_COUNT];
+/* Parsed values: numbers for bool/size/count, index into CHOICES for choice. */
+extern uint64_t mp_opt_values[MP_OPT_COUNT];
+extern char mp_opt_stats_path[MP_PATH_MAX];
+
+/* A getenv-like lookup; tests pass their own. */
+typedef const char *(*mp_getenv_fn)(const char *name);
+/* Read every option; an invalid value logs one warning and keeps the
+ * default.  Returns the number of invalid values. */
+int mp_options_load(mp_getenv_fn get);
+/* Parse one value of the given option into *out (no side effects).
+ * Returns NULL on success, else a short reason. */
+const char *mp_option_parse(mp_opt_id_t id, const char *text, uint64_t *out);
+static inline uint64_t mp_opt(mp_opt_id_t id) { return mp_opt_values[id]; }
+
+enum { MP_LOG_NONE, MP_LOG_ERROR, MP_LOG_WARN, MP_LOG_INFO, MP_LOG_DEBUG };
+enum { MP_FMT_JSON, MP_FMT_TEXT, MP_FMT_NONE };
+enum { MP_SC_QUARTER, MP_SC_HALF, MP_SC_POW2 };
+
+/* ---- log.c -------------------------------------------------------------- */
+/* Formats into a stack buffer and write(2)s it; never allocates. */
+void mp_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---- size_class.c ------------------------------------------------------- */
+#define MP_CLASS_MAX 128          /* hard ceiling on the number of classes */
+#define MP_CLASS_NONE MP_CLASS_MAX /* "not pooled" */
+#define MP_LOOKUP_MAX 4096        /* sizes up to this use the lookup table */
+
+typedef struct mp_size_classes {
+    unsigned count;                       /* classes <= max block size */
+    unsigned lg_steps;                    /* log2(classes per doubling) */
+    size_t max_size;                      /* size of the largest class */
+    size_t size[MP_CLASS_MAX];            /* bytes of each class */
+    size_t align[MP_CLASS_MAX];           /* natural alignment of each class */
+    uint8_t lookup[MP_LOOKUP_MAX / 16 + 1]; /* (size + 15) / 16 -> class */
+    uint8_t group_base[64];               /* first class above 2^lg */
+} mp_size_classes_t;
+
+extern mp_size_classes_t mp_sc;
+/* Build the classes of a scheme (MP_SC_*) up to max_block bytes. */
+void mp_size_classes_init(mp_size_classes_t *sc, int scheme, size_t max_block);
+
+static inline unsigned mp_size_class_of(const mp_size_classes_t *sc, size_t size)
+{
+    if (mp_likely(size <= MP_LOOKUP_MAX))
+        return sc->lookup[(size + 15) >> 4];
+    if (size > sc->max_size)
+        return MP_CLASS_NONE;
+    unsigned lg = 63u - (unsigned)__builtin_clzll((unsigned long long)(size - 1));
+    return sc->group_base[lg]
+           + (unsigned)((size - 1 - ((size_t)1 << lg)) >> (lg - sc->lg_steps));
+}
+
+/* ---- heap.c: reserved address range + jemalloc arenas ------------------- */
+/*
+ * One PROT_NONE reservation holds MP_CLASS_MAX equal slots (one jemalloc
+ * arena per size class, so a pointer's class is its slot number) followed
+ * by the bypass area (one arena for large and over-aligned requests).
+ * Extent hooks carve each arena's memory out of its own slot.
+ */
+typedef struct mp_heap {
+    uintptr_t base;      /* start of the reservation, 0 if none */
+    size_t size;         /* bytes reserved */
+    size_t class_span;   /* bytes covered by the class slots */
+    unsigned slot_shift; /* log2(bytes per class slot) */
+    unsigned bypass_arena;
+    _Atomic unsigned class_arena[MP_CLASS_MAX]; /* 0 = not created yet */
+} mp_heap_t;
+
+extern mp_heap_t mp_heap;
+/* Reserve the range (halving down to 1 GiB) and create the bypass arena.
+ * Returns false if no memory could be reserved. */
+bool mp_heap_init(size_t reserve);
+/* jemalloc arena index of a class, created on first use; 0 on failure. */
+unsigned mp_heap_class_arena(unsigned cls);
+/* Bytes of the class-slot area handed to jemalloc so far (for stats). */
+size_t mp_heap_mapped(void);
+
+enum { MP_PTR_CLASS, MP_PTR_BYPASS, MP_PTR_BOOT, MP_PTR_FOREIGN, MP_PTR_NULL };
+static inline int mp_ptr_kind(const void *p, unsigned *cls)
+{
+    uintptr_t off = (uintptr_t)p - mp_heap.base;
+    if (mp_likely(off < mp_heap.class_span)) {
+        *cls = (unsigned)(off >> mp_heap.slot_shift);
+        return MP_PTR_CLASS;
+    }
+    if (off < mp_heap.size)
+        return MP_PTR_BYPASS;
+    return p == NULL ? MP_PTR_NULL : MP_PTR_FOREIGN; /* boot checked by caller */
+}
+
+/* ---- sys_alloc.c: the libc allocator and the bootstrap buffer ----------- */
+/* glibc's own functions (foreign pointers, fallback when the heap is full). */
+typedef struct mp_libc {
+    void *(*malloc)(size_t);
+    void (*free)(void *);
+    void *(*calloc)(size_t, size_t);
+    void *(*realloc)(void *, size_t);
+    void *(*memalign)(size_t, size_t);
+    size_t (*usable_size)(void *);
+    int (*trim)(size_t);
+} mp_libc_t;
+
+extern mp_libc_t mp_libc;
+void mp_libc_resolve(void);
+/* Bump allocation from a static buffer while dlsym and friends run before
+ * initialisation; these blocks are never reused. */
+void *mp_boot_alloc(size_t size, size_t align);
+bool mp_is_boot(const void *p);
+size_t mp_boot_usable_size(const void *p);
+void *mp_libc_alloc(size_t size, size_t align);
+void mp_libc_free(void *p);
+
+/* ---- init.c ------------------------------------------------------------- */
+enum { MP_STATE_UNINIT, MP_STATE_INITIALIZING, MP_STATE_READY, MP_STATE_LIBC };
+extern _Atomic int mp_state;
+extern _Thread_local int mp_tls_guard; /* >0: inside the shim's own calls */
+/* Returns MP_STATE_READY or MP_STATE_LIBC (shim unusable: use libc). */
+int mp_init(void);
+extern struct timespec mp_start_real, mp_start_mono;
+
+/* ---- host_pool.c -------------------------------------------------------- */
+typedef struct mp_bin {
+    void *head;     /* singly-linked through each free block's first word */
+    uint32_t count; /* blocks in the list */
+    uint32_t cap;   /* most blocks kept (0 = caching off) */
+} mp_bin_t;
+
+/* Counters one thread keeps per class; written only by that thread. */
+typedef struct mp_tcounters {
+    _Atomic uint64_t hits, misses, releases, req_bytes, hit_bytes;
+    _Atomic int64_t inuse_delta; /* bytes not yet published to mp_class_stats */
+} mp_tcounters_t;
+
+typedef struct mp_tcache {
+    mp_bin_t bins[MP_CLASS_MAX];
+    _Atomic size_t cached_bytes; /* bytes in bins[] */
+    size_t cached_limit;
+    mp_tcounters_t cnt[MP_CLASS_MAX];
+    struct mp_tcache *next, *prev; /* registry of live thread caches */
+} mp_tcache_t;
+
+extern _Thread_local mp_tcache_t *mp_tls_tcache __attribute__((tls_model("initial-exec")));
+
+/* Process-wide counters per class (slow paths, retired threads). */
+typedef struct mp_class_stats {
+    _Atomic uint64_t hits, misses, releases, req_bytes, hit_bytes, trims, trim_bytes;
+    _Atomic int64_t inuse, inuse_peak;       /* published bytes handed out */
+    _Atomic int64_t reserved, reserved_peak; /* bytes taken from jemalloc */
+} mp_class_stats_t;
+
+typedef struct mp_bypass_stats {
+    _Atomic uint64_t count, req_bytes, releases, fallbacks;
+    _Atomic int64_t inuse, inuse_peak;
+} mp_bypass_stats_t;
+
+extern mp_class_stats_t mp_class_stats[MP_CLASS_MAX];
+extern mp_bypass_stats_t mp_bypass_stats;
+#define MP_PUBLISH_BYTES ((int64_t)16384)
+
+void mp_host_init(void);
+void *mp_host_malloc_slow(size_t size);
+void mp_host_free_slow(void *p, unsigned cls);
+void mp_host_publish(unsigned cls, int64_t delta);
+void *mp_host_aligned(size_t align, size_t size);
+void *mp_host_realloc(void *p, size_t size);
+size_t mp_host_usable_size(const void *p);
+void mp_host_free_other(void *p);
+/* Return every block in the shared pools (and the caller's thread cache)
+ * to jemalloc; returns bytes released. */
+size_t mp_host_trim(void);
+void mp_host_thread_exit(void *tc);
+void mp_host_fork_prepare(void);
+void mp_host_fork_parent(void);
+void mp_host_fork_child(void);
+/* Zero the event counters, peaks to current levels (the child of a fork). */
+void mp_host_stats_reset(void);
+/* Add the live thread caches' counters; the callback runs with the registry
+ * locked, once per live cache. */
+void mp_host_for_each_tcache(void (*fn)(const mp_tcache_t *, void *), void *arg);
+/* Cached blocks/bytes in the shared pool of one class. */
+void mp_host_shared_cached(unsigned cls, uint64_t *blocks, uint64_t *bytes);
+
+/* ---- stats.c / stats_write.c -------------------------------------------- */
+void mp_stats_reset(void); /* after fork, in the child */
+/* Write the stats file (and the summary) now; safe to call more than once. */
+void mp_stats_write_exit(void);
+/* Write the stats file now to path (NULL: the MEMPOOL_STATS_FILE template);
+ * returns the path written or NULL. */
+const char *mp_stats_write_now(const char *path);
+/* Write the stats of this process as JSON or text to fd. */
+void mp_stats_write_fd(int fd, int format);
+/* Expand %p %h %e %% of a template into out; false if it does not fit. */
+bool mp_stats_expand_path(const char *tmpl, char *out, size_t cap);
+
+#endif /* MEMPOOL_INTERNAL_H */

@@ -1,0 +1,33 @@
+/*
+ * Messages on stderr, one line each, prefixed "mempool:".  Formatted into a
+ * stack buffer and written with write(2): no stdio, no allocation, usable
+ * from inside malloc and at exit.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+void mp_log(int level, const char *fmt, ...)
+{
+    /* Before options are read the table value is 0 (none): fall back to warn. */
+    uint64_t threshold = mp_opt_values[MP_OPT_LOG_LEVEL];
+    if (mp_state == MP_STATE_UNINIT && threshold == 0)
+        threshold = MP_LOG_WARN;
+    if ((uint64_t)level > threshold)
+        return;
+    char buf[512];
+    size_t n = 9;
+    __builtin_memcpy(buf, "mempool: ", n);
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(buf + n, sizeof(buf) - n - 1, fmt, ap);
+    va_end(ap);
+    if (k < 0)
+        return;
+    n += (size_t)k < sizeof(buf) - n - 1 ? (size_t)k : sizeof(buf) - n - 2;
+    buf[n++] = '\n';
+    ssize_t w = write(STDERR_FILENO, buf, n);
+    (void)w;
+}

@@ -1,0 +1,53 @@
+/*
+ * A snapshot of the counters: one walk of the live data (stats.c) that the
+ * renderers (stats_write.c: JSON file, text table, summary) read.
+ */
+#ifndef MEMPOOL_STATS_H
+#define MEMPOOL_STATS_H
+
+#include "internal.h"
+
+/* X-macro of a row's counters: name in JSON, then meaning.  Counters only
+ * go up; levels (current + peak) are listed separately. */
+#define MP_ROW_COUNTERS(X)                                                    \
+    X(requests, "requests served (hits + misses [+ bypasses])")             \
+    X(hits, "served from a cache")                                          \
+    X(misses, "served by a new block from jemalloc")                        \
+    X(releases, "blocks freed back to the pool")                            \
+    X(bytes_requested, "bytes asked for")                                   \
+    X(bytes_served_from_cache, "bytes of the blocks reused (memory saved)") \
+    X(trims, "cached blocks returned to jemalloc (limits, malloc_trim)")    \
+    X(trim_bytes, "bytes of those blocks")
+
+#define MP_ROW_LEVELS(X)                                                      \
+    X(bytes_in_use, "bytes of blocks handed out and not freed")             \
+    X(bytes_reserved, "bytes the pool holds from jemalloc: in use + cached")
+
+typedef struct mp_row {
+    size_t size; /* class size; 0 for totals */
+#define MP_FIELD(name, doc) uint64_t name;
+    MP_ROW_COUNTERS(MP_FIELD)
+#undef MP_FIELD
+#define MP_LEVEL(name, doc) int64_t name, name##_peak;
+    MP_ROW_LEVELS(MP_LEVEL)
+#undef MP_LEVEL
+    uint64_t cached_blocks, cached_bytes;
+} mp_row_t;
+
+typedef struct mp_snapshot {
+    mp_row_t total;
+    uint64_t bypasses, bypass_bytes, fallbacks;
+    int64_t bypass_in_use, bypass_in_use_peak;
+    unsigned nrows;
+    mp_row_t rows[MP_CLASS_MAX];
+    uint64_t mapped; /* bytes of the reservation jemalloc has been given */
+    double duration_s;
+} mp_snapshot_t;
+
+void mp_stats_snapshot(mp_snapshot_t *s);
+/* Bytes in use over all host kinds, published (exact to MP_PUBLISH_BYTES
+ * per class and thread). */
+extern _Atomic int64_t mp_total_inuse, mp_total_inuse_peak;
+extern _Atomic int64_t mp_total_reserved, mp_total_reserved_peak;
+
+#endif

@@ -1,0 +1,513 @@
+/*
+ * Rendering a snapshot: the JSON stats file (schema: docs/stats.md), the
+ * text table and the exit summary.  Output goes through a fixed buffer to
+ * write(2): nothing here allocates, so it is safe at exit while other
+ * libraries still call malloc.  The file is written to a temporary name
+ * and renamed, so a reader never sees half a report.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "stats.h"
+
+#define MP_STATS_SCHEMA_VERSION 1
+
+typedef struct out {
+    int fd;
+    bool failed;
+    size_t n;
+    char buf[4096];
+} out_t;
+
+static void out_flush(out_t *o)
+{
+    size_t done = 0;
+    while (done < o->n && !o->failed) {
+        ssize_t w = write(o->fd, o->buf + done, o->n - done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            o->failed = true;
+        else
+            done += (size_t)w;
+    }
+    o->n = 0;
+}
+
+static void out_mem(out_t *o, const char *s, size_t len)
+{
+    while (len > 0) {
+        if (o->n == sizeof(o->buf))
+            out_flush(o);
+        size_t k = sizeof(o->buf) - o->n;
+        if (k > len)
+            k = len;
+        memcpy(o->buf + o->n, s, k);
+        o->n += k;
+        s += k;
+        len -= k;
+    }
+}
+
+static void out_str(out_t *o, const char *s) { out_mem(o, s, strlen(s)); }
+
+static void out_u64(out_t *o, uint64_t v)
+{
+    char tmp[24];
+    int i = (int)sizeof(tmp);
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    out_mem(o, tmp + i, sizeof(tmp) - (size_t)i);
+}
+
+static void out_i64(out_t *o, int64_t v)
+{
+    if (v < 0) {
+        out_str(o, "-");
+        out_u64(o, (uint64_t)0 - (uint64_t)v);
+    } else {
+        out_u64(o, (uint64_t)v);
+    }
+}
+
+/* Fixed point with `digits` decimals (no printf: it may allocate). */
+static void out_fixed(out_t *o, double v, int digits)
+{
+    if (v < 0) {
+        out_str(o, "-");
+        v = -v;
+    }
+    uint64_t scale = 1;
+    for (int i = 0; i < digits; i++)
+        scale *= 10;
+    uint64_t x = (uint64_t)(v * (double)scale + 0.5);
+    out_u64(o, x / scale);
+    if (digits == 0)
+        return;
+    out_str(o, ".");
+    char tmp[20];
+    uint64_t frac = x % scale;
+    for (int i = digits - 1; i >= 0; i--) {
+        tmp[i] = (char)('0' + frac % 10);
+        frac /= 10;
+    }
+    out_mem(o, tmp, (size_t)digits);
+}
+
+static void out_json_str(out_t *o, const char *s)
+{
+    out_str(o, "\"");
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            char e[2] = {'\\', (char)c};
+            out_mem(o, e, 2);
+        } else if (c < 0x20) {
+            static const char hex[] = "0123456789abcdef";
+            char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+            out_mem(o, e, 6);
+        } else {
+            out_mem(o, (const char *)&c, 1);
+        }
+    }
+    out_str(o, "\"");
+}
+
+static double ratio(uint64_t a, uint64_t b) { return b ? (double)a / (double)b : 0.0; }
+
+/* ---- process facts (read without allocating) ----------------------------- */
+
+static void read_exe(char *out, size_t cap)
+{
+    ssize_t n = readlink("/proc/self/exe", out, cap - 1);
+    out[n > 0 ? n : 0] = '\0';
+}
+
+static const char *base_name(const char *p)
+{
+    const char *s = strrchr(p, '/');
+    return s ? s + 1 : p;
+}
+
+static void out_argv(out_t *o)
+{
+    char buf[4096];
+    int fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+    if (fd >= 0)
+        close(fd);
+    out_str(o, "[");
+    if (n > 0) {
+        buf[n] = '\0';
+        bool first = true;
+        for (ssize_t i = 0; i < n; i += (ssize_t)strlen(buf + i) + 1) {
+            if (!first)
+                out_str(o, ", ");
+            out_json_str(o, buf + i);
+            first = false;
+        }
+    }
+    out_str(o, "]");
+}
+
+bool mp_stats_expand_path(const char *tmpl, char *out, size_t cap)
+{
+    size_t n = 0;
+    char tmp[256];
+    for (const char *p = tmpl; *p; p++) {
+        const char *ins = NULL;
+        char one[2] = {*p, '\0'};
+        if (*p == '%' && p[1]) {
+            p++;
+            if (*p == 'p') {
+                snprintf(tmp, sizeof(tmp), "%d", (int)getpid());
+                ins = tmp;
+            } else if (*p == 'h') {
+                if (gethostname(tmp, sizeof(tmp)) != 0)
+                    strcpy(tmp, "unknown");
+                tmp[sizeof(tmp) - 1] = '\0';
+                ins = tmp;
+            } else if (*p == 'e') {
+                char exe[MP_PATH_MAX];
+                read_exe(exe, sizeof(exe));
+                const char *b = exe[0] ? base_name(exe) : "unknown";
+                size_t len = strlen(b) < sizeof(tmp) - 1 ? strlen(b) : sizeof(tmp) - 1;
+                memcpy(tmp, b, len);
+                tmp[len] = '\0';
+                ins = tmp;
+            } else if (*p == '%') {
+                ins = "%";
+            } else {
+                one[0] = '%';
+                p--; /* unknown: keep the % and go on with the next char */
+                ins = one;
+            }
+        } else {
+            ins = one;
+        }
+        size_t k = strlen(ins);
+        if (n + k + 1 > cap)
+            return false;
+        memcpy(out + n, ins, k);
+        n += k;
+    }
+    out[n] = '\0';
+    return true;
+}
+
+/* ---- JSON ---------------------------------------------------------------- */
+
+static void json_row(out_t *o, const mp_row_t *r, const char *indent)
+{
+    out_str(o, "{");
+#define MP_J(name, doc)                \
+    out_str(o, "\"" #name "\": ");     \
+    out_u64(o, r->name);               \
+    out_str(o, ", ");
+    MP_ROW_COUNTERS(MP_J)
+#undef MP_J
+#define MP_J(name, doc)                      \
+    out_str(o, "\"" #name "\": ");           \
+    out_i64(o, r->name);                     \
+    out_str(o, ", \"" #name "_peak\": ");    \
+    out_i64(o, r->name##_peak);              \
+    out_str(o, ", ");
+    MP_ROW_LEVELS(MP_J)
+#undef MP_J
+    out_str(o, "\"hit_rate\": ");
+    out_fixed(o, ratio(r->hits, r->requests), 4);
+    out_str(o, ", \"cached_blocks\": ");
+    out_u64(o, r->cached_blocks);
+    out_str(o, ", \"cached_bytes\": ");
+    out_u64(o, r->cached_bytes);
+    out_str(o, ", ");
+    (void)indent;
+}
+
+static void json_option(out_t *o, int i)
+{
+    const mp_option_desc_t *d = &mp_option_table[i];
+    uint64_t v = mp_opt_values[i];
+    out_json_str(o, d->name);
+    out_str(o, ": ");
+    switch (d->type) {
+    case MP_OPT_bool:
+        out_str(o, v ? "true" : "false");
+        break;
+    case MP_OPT_size:
+    case MP_OPT_count:
+        out_u64(o, v);
+        break;
+    case MP_OPT_choice: {
+        const char *c = d->choices;
+        for (uint64_t k = 0; k < v && strchr(c, '|'); k++)
+            c = strchr(c, '|') + 1;
+        const char *end = strchr(c, '|');
+        char name[64];
+        size_t len = end ? (size_t)(end - c) : strlen(c);
+        if (len >= sizeof(name))
+            len = sizeof(name) - 1;
+        memcpy(name, c, len);
+        name[len] = '\0';
+        out_json_str(o, name);
+        break;
+    }
+    case MP_OPT_path:
+        out_json_str(o, mp_opt_stats_path);
+        break;
+    }
+}
+
+static void write_json(out_t *o, const mp_snapshot_t *s)
+{
+    char exe[MP_PATH_MAX], host[256];
+    read_exe(exe, sizeof(exe));
+    if (gethostname(host, sizeof(host)) != 0)
+        strcpy(host, "unknown");
+    host[sizeof(host) - 1] = '\0';
+
+    out_str(o, "{\n  \"schema\": \"mempool-stats\",\n  \"version\": ");
+    out_u64(o, MP_STATS_SCHEMA_VERSION);
+    out_str(o, ",\n  \"process\": {\"pid\": ");
+    out_u64(o, (uint64_t)getpid());
+    out_str(o, ", \"ppid\": ");
+    out_u64(o, (uint64_t)getppid());
+    out_str(o, ", \"host\": ");
+    out_json_str(o, host);
+    out_str(o, ", \"exe\": ");
+    out_json_str(o, exe);
+    out_str(o, ", \"argv\": ");
+    out_argv(o);
+    out_str(o, ", \"start_unix_s\": ");
+    out_fixed(o, (double)mp_start_real.tv_sec + (double)mp_start_real.tv_nsec / 1e9, 3);
+    out_str(o, ", \"duration_s\": ");
+    out_fixed(o, s->duration_s, 6);
+    out_str(o, "},\n  \"options\": {");
+    for (int i = 0; i < MP_OPT_COUNT; i++) {
+        out_str(o, i ? ",\n    " : "\n    ");
+        json_option(o, i);
+    }
+    out_str(o, "\n  },\n  \"kinds\": {\n    \"host\": {\n      \"totals\": ");
+    json_row(o, &s->total, "");
+    out_str(o, "\"bypasses\": ");
+    out_u64(o, s->bypasses);
+    out_str(o, ", \"bypass_bytes_requested\": ");
+    out_u64(o, s->bypass_bytes);
+    out_str(o, ", \"bypass_bytes_in_use\": ");
+    out_i64(o, s->bypass_in_use);
+    out_str(o, ", \"bypass_bytes_in_use_peak\": ");
+    out_i64(o, s->bypass_in_use_peak);
+    out_str(o, ", \"libc_fallbacks\": ");
+    out_u64(o, s->fallbacks);
+    out_str(o, ", \"address_space_mapped\": ");
+    out_u64(o, s->mapped);
+    out_str(o, "},\n      \"size_classes\": [");
+    bool first = true;
+    for (unsigned c = 0; c < s->nrows; c++) {
+        const mp_row_t *r = &s->rows[c];
+        if (r->requests == 0 && r->releases == 0 && r->bytes_reserved == 0)
+            continue; /* untouched class */
+        out_str(o, first ? "\n        " : ",\n        ");
+        first = false;
+        json_row(o, r, "");
+        out_str(o, "\"size\": ");
+        out_u64(o, r->size);
+        out_str(o, "}");
+    }
+    out_str(o, "\n      ]\n    }\n  }\n}\n");
+}
+
+/* ---- text ---------------------------------------------------------------- */
+
+static void out_pad(out_t *o, const char *s, size_t width)
+{
+    size_t n = strlen(s);
+    while (n++ < width)
+        out_str(o, " ");
+    out_str(o, s);
+}
+
+static void fmt_bytes(char *buf, size_t cap, int64_t v)
+{
+    static const char *unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double x = (double)(v < 0 ? -v : v);
+    int u = 0;
+    while (x >= 1024 && u < 4) {
+        x /= 1024;
+        u++;
+    }
+    /* Integer formatting only: %f may allocate in some libcs. */
+    uint64_t t = (uint64_t)(x * 10 + 0.5);
+    snprintf(buf, cap, "%s%llu.%llu %s", v < 0 ? "-" : "", (unsigned long long)(t / 10),
+             (unsigned long long)(t % 10), unit[u]);
+}
+
+static void col_u64(out_t *o, uint64_t v, size_t w)
+{
+    char b[32];
+    snprintf(b, sizeof(b), "%llu", (unsigned long long)v);
+    out_pad(o, b, w);
+}
+
+static void col_bytes(out_t *o, int64_t v, size_t w)
+{
+    char b[32];
+    fmt_bytes(b, sizeof(b), v);
+    out_pad(o, b, w);
+}
+
+static void col_rate(out_t *o, uint64_t a, uint64_t b, size_t w)
+{
+    char buf[32];
+    uint64_t permille = b ? (a * 1000 + b / 2) / b : 0;
+    snprintf(buf, sizeof(buf), "%llu.%llu%%", (unsigned long long)(permille / 10),
+             (unsigned long long)(permille % 10));
+    out_pad(o, buf, w);
+}
+
+static void text_row(out_t *o, const char *label, const mp_row_t *r)
+{
+    out_pad(o, label, 10);
+    col_u64(o, r->requests, 12);
+    col_u64(o, r->hits, 12);
+    col_u64(o, r->misses, 10);
+    col_rate(o, r->hits, r->requests, 8);
+    col_bytes(o, r->bytes_in_use_peak, 12);
+    col_bytes(o, r->bytes_reserved_peak, 12);
+    col_bytes(o, (int64_t)r->cached_bytes, 12);
+    col_u64(o, r->trims, 9);
+    out_str(o, "\n");
+}
+
+/* The text report; max_rows limits the size-class rows (busiest first). */
+static void write_text(out_t *o, const mp_snapshot_t *s, unsigned max_rows)
+{
+    char exe[MP_PATH_MAX], line[160];
+    read_exe(exe, sizeof(exe));
+    out_str(o, "mempool: ");
+    out_str(o, base_name(exe));
+    snprintf(line, sizeof(line), " (pid %d), %llu.%03llu s\n",
+             (int)getpid(), (unsigned long long)s->duration_s,
+             (unsigned long long)((s->duration_s - (double)(uint64_t)s->duration_s) * 1000));
+    out_str(o, line);
+    out_str(o, "      host    requests        hits    misses    hit%    in use^   reserved^"
+               "      cached    trims\n");
+    text_row(o, "total", &s->total);
+    /* Busiest classes first: selection by requests without sorting in place. */
+    bool shown[MP_CLASS_MAX] = {false};
+    for (unsigned k = 0; k < max_rows; k++) {
+        int best = -1;
+        for (unsigned c = 0; c < s->nrows; c++)
+            if (!shown[c] && s->rows[c].requests > 0
+                && (best < 0 || s->rows[c].requests > s->rows[best].requests))
+                best = (int)c;
+        if (best < 0)
+            break;
+        shown[best] = true;
+        char label[32];
+        fmt_bytes(label, sizeof(label), (int64_t)s->rows[best].size);
+        text_row(o, label, &s->rows[best]);
+    }
+    char a[32], b[32];
+    fmt_bytes(a, sizeof(a), (int64_t)s->bypass_bytes);
+    fmt_bytes(b, sizeof(b), s->bypass_in_use_peak);
+    snprintf(line, sizeof(line), "  bypass (> %llu B or over-aligned): %llu requests, %s, peak %s\n",
+             (unsigned long long)mp_sc.max_size, (unsigned long long)s->bypasses, a, b);
+    out_str(o, line);
+    out_str(o, "  ^ = peak\n");
+}
+
+void mp_stats_write_fd(int fd, int format)
+{
+    static mp_snapshot_t snap; /* big: not on the stack of a late exit */
+    mp_stats_snapshot(&snap);
+    out_t o = {.fd = fd};
+    if (format == MP_FMT_JSON)
+        write_json(&o, &snap);
+    else
+        write_text(&o, &snap, MP_CLASS_MAX);
+    out_flush(&o);
+}
+
+/* Write to path atomically: temporary file in the same directory, then
+ * rename.  O_EXCL | O_NOFOLLOW: never write through a planted link. */
+static bool write_file(const char *path, int format)
+{
+    char tmp[MP_PATH_MAX + 32];
+    snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        mp_log(MP_LOG_WARN, "cannot write stats file %s: %s", path, strerror(errno));
+        return false;
+    }
+    static mp_snapshot_t snap;
+    mp_stats_snapshot(&snap);
+    out_t o = {.fd = fd};
+    if (format == MP_FMT_JSON)
+        write_json(&o, &snap);
+    else
+        write_text(&o, &snap, MP_CLASS_MAX);
+    out_flush(&o);
+    bool ok = !o.failed;
+    int err = errno;
+    if (close(fd) != 0 && ok) {
+        ok = false;
+        err = errno;
+    }
+    if (ok && rename(tmp, path) != 0) {
+        ok = false;
+        err = errno;
+    }
+    if (!ok) {
+        unlink(tmp);
+        mp_log(MP_LOG_WARN, "cannot write stats file %s: %s", path, strerror(err));
+    }
+    return ok;
+}
+
+static _Atomic int written_pid;
+
+/* Returns the path written, or NULL. */
+const char *mp_stats_write_now(const char *path_or_null)
+{
+    static char path[MP_PATH_MAX];
+    if (path_or_null != NULL) {
+        if (strlen(path_or_null) >= sizeof(path))
+            return NULL;
+        strcpy(path, path_or_null);
+    } else if (!mp_stats_expand_path(mp_opt_stats_path, path, sizeof(path))) {
+        mp_log(MP_LOG_WARN, "MEMPOOL_STATS_FILE expands to a path that is too long");
+        return NULL;
+    }
+    int format = (int)mp_opt(MP_OPT_STATS_FORMAT);
+    if (format == MP_FMT_NONE)
+        format = MP_FMT_JSON; /* an explicit request still writes */
+    return write_file(path, format) ? path : NULL;
+}
+
+void mp_stats_write_exit(void)
+{
+    if (atomic_load(&mp_state) != MP_STATE_READY)
+        return;
+    int pid = (int)getpid();
+    if (atomic_exchange(&written_pid, pid) == pid)
+        return; /* this process already wrote */
+    if (mp_opt(MP_OPT_STATS_FORMAT) != MP_FMT_NONE) {
+        const char *path = mp_stats_write_now(NULL);
+        if (path)
+            mp_log(MP_LOG_INFO, "stats written to %s", path);
+    }
+    if (mp_opt(MP_OPT_SUMMARY)) {
+        static mp_snapshot_t snap;
+        mp_stats_snapshot(&snap);
+        out_t o = {.fd = STDERR_FILENO};
+        write_text(&o, &snap, 12);
+        out_flush(&o);
+    }
+}

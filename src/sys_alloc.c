@@ -1,0 +1,75 @@
+/*
+ * The libc allocator (for pointers the shim did not make, and as the last
+ * fallback) and the bootstrap buffer used before the real functions are
+ * resolved: dlsym itself may call calloc.
+ */
+#include <dlfcn.h>
+#include <errno.h>
+#include <malloc.h>
+#include <string.h>
+
+#include "internal.h"
+
+mp_libc_t mp_libc;
+
+void mp_libc_resolve(void)
+{
+    /* The preload exports __libc_malloc & co. itself: RTLD_NEXT skips it. */
+    *(void **)&mp_libc.malloc = dlsym(RTLD_NEXT, "__libc_malloc");
+    *(void **)&mp_libc.free = dlsym(RTLD_NEXT, "__libc_free");
+    *(void **)&mp_libc.calloc = dlsym(RTLD_NEXT, "__libc_calloc");
+    *(void **)&mp_libc.realloc = dlsym(RTLD_NEXT, "__libc_realloc");
+    *(void **)&mp_libc.memalign = dlsym(RTLD_NEXT, "__libc_memalign");
+    *(void **)&mp_libc.usable_size = dlsym(RTLD_NEXT, "malloc_usable_size");
+    *(void **)&mp_libc.trim = dlsym(RTLD_NEXT, "malloc_trim");
+}
+
+/* ---- bootstrap buffer ---------------------------------------------------- */
+#define BOOT_SIZE (256 * 1024)
+static _Alignas(4096) unsigned char boot_buf[BOOT_SIZE];
+static _Atomic size_t boot_used;
+
+void *mp_boot_alloc(size_t size, size_t align)
+{
+    if (align < 16)
+        align = 16;
+    for (;;) {
+        size_t used = atomic_load(&boot_used);
+        size_t start = (used + 16 + align - 1) & ~(align - 1); /* 16-byte header */
+        if (size > BOOT_SIZE || start + size > BOOT_SIZE) {
+            errno = ENOMEM;
+            return NULL;
+        }
+        if (atomic_compare_exchange_weak(&boot_used, &used, start + size)) {
+            memcpy(boot_buf + start - sizeof(size_t), &size, sizeof(size_t));
+            return boot_buf + start; /* static storage: already zero */
+        }
+    }
+}
+
+bool mp_is_boot(const void *p)
+{
+    return (const unsigned char *)p >= boot_buf && (const unsigned char *)p < boot_buf + BOOT_SIZE;
+}
+
+size_t mp_boot_usable_size(const void *p)
+{
+    size_t n;
+    memcpy(&n, (const unsigned char *)p - sizeof(size_t), sizeof(size_t));
+    return n;
+}
+
+void *mp_libc_alloc(size_t size, size_t align)
+{
+    if (align <= 16)
+        return mp_libc.malloc ? mp_libc.malloc(size) : mp_boot_alloc(size, align);
+    return mp_libc.memalign ? mp_libc.memalign(align, size) : mp_boot_alloc(size, align);
+}
+
+void mp_libc_free(void *p)
+{
+    if (p == NULL || mp_is_boot(p))
+        return;
+    if (mp_libc.free)
+        mp_libc.free(p);
+}
