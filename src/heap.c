@@ -188,3 +188,6 @@ unsigned mp_heap_class_arena(unsigned cls)
 }
 
 size_t mp_heap_mapped(void) { return atomic_load(&mapped_bytes); }
+
+void mp_heap_fork_prepare(void) { pthread_mutex_lock(&arena_lock); }
+void mp_heap_fork_parent(void) { pthread_mutex_unlock(&arena_lock); }

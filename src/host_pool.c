@@ -148,9 +148,19 @@ static void bypass_inuse_add(int64_t bytes)
     total_reserved_add(bytes);
 }
 
+/* While pooling, bypass blocks skip jemalloc's thread cache: it would
+ * otherwise hand a bypass block to a class arena request of the same size
+ * (or the reverse), and a block's area is how we tell the two apart.
+ * Bypass requests are large (> MEMPOOL_HOST_MAX_BLOCK_SIZE), so the extra
+ * cost is small; without pooling nothing is classed and the cache is used. */
+static inline int bypass_flags(void)
+{
+    return MALLOCX_ARENA(mp_heap.bypass_arena) | (pooling ? MALLOCX_TCACHE_NONE : 0);
+}
+
 static void *bypass_alloc(size_t size, size_t align, bool zero)
 {
-    int flags = MALLOCX_ARENA(mp_heap.bypass_arena);
+    int flags = bypass_flags();
     if (align > 16)
         flags |= MALLOCX_ALIGN(align);
     if (zero)
@@ -180,7 +190,7 @@ static void bypass_free(void *p)
     int64_t us = (int64_t)je_sallocx(p, 0);
     atomic_fetch_add_explicit(&mp_bypass_stats.releases, 1, memory_order_relaxed);
     bypass_inuse_add(-us);
-    je_dallocx(p, 0);
+    je_dallocx(p, bypass_flags());
 }
 
 /* A new block of class cls from its jemalloc arena (a miss). */
@@ -188,12 +198,18 @@ static void *class_miss(unsigned cls)
 {
     size_t cs = mp_sc.size[cls];
     unsigned arena = mp_heap_class_arena(cls);
-    void *p = arena ? je_mallocx(cs, MALLOCX_ARENA(arena)) : NULL;
+    int flags = MALLOCX_ARENA(arena);
+    /* jemalloc offsets large blocks (>= 16 KiB) randomly within their first
+     * page (cache_oblivious); asking for the class's alignment keeps them
+     * page aligned, so aligned requests can be pooled too. */
+    if (cs >= 16384)
+        flags |= MALLOCX_ALIGN(mp_sc.align[cls]);
+    void *p = arena ? je_mallocx(cs, flags) : NULL;
     if (mp_unlikely(p == NULL || ((uintptr_t)p & (mp_sc.align[cls] - 1)) != 0
                     || (uintptr_t)p - mp_heap.base >= mp_heap.class_span)) {
         /* Slot exhausted (or a block from elsewhere): serve it unpooled. */
         if (p)
-            je_dallocx(p, 0);
+            je_dallocx(p, MALLOCX_TCACHE_NONE);
         return NULL;
     }
     reserved_add(cls, (int64_t)cs);
@@ -524,7 +540,7 @@ void *mp_host_realloc(void *p, size_t size)
         if (mp_size_class_of(&mp_sc, size) == MP_CLASS_NONE || !pooling) {
             /* Large to large: let jemalloc grow or shrink in place. */
             int64_t old = (int64_t)je_sallocx(p, 0);
-            void *q = je_rallocx(p, size, MALLOCX_ARENA(mp_heap.bypass_arena));
+            void *q = je_rallocx(p, size, bypass_flags());
             if (q == NULL) {
                 errno = ENOMEM;
                 return NULL;

@@ -8,6 +8,7 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -17,12 +18,48 @@ struct timespec mp_start_real, mp_start_mono;
 
 static const char *env_lookup(const char *name) { return secure_getenv(name); }
 
-static void fork_prepare(void) { mp_host_fork_prepare(); }
-static void fork_parent(void) { mp_host_fork_parent(); }
+/* Registered first thing in init, so a fork() in another thread waits for
+ * initialisation to finish instead of copying it half done. */
+static void fork_wait_init(void)
+{
+    while (atomic_load(&mp_state) == MP_STATE_INITIALIZING && !mp_tls_guard)
+        sched_yield();
+}
+
+/* Registered after jemalloc's own handlers, so that (prepare handlers run
+ * in reverse order) our locks are taken before jemalloc's: we call jemalloc
+ * while holding the arena-creation lock, never the other way round. */
+static void fork_prepare(void)
+{
+    mp_heap_fork_prepare();
+    mp_host_fork_prepare();
+}
+static void fork_parent(void)
+{
+    mp_host_fork_parent();
+    mp_heap_fork_parent();
+}
 static void fork_child(void)
 {
+    mp_heap_fork_parent(); /* unlock: the child is the thread that locked */
     mp_host_fork_child();
     mp_stats_reset();
+}
+
+static _Atomic pid_t init_pid;
+
+/* This process was forked while another thread initialised the shim (before
+ * the fork handlers were registered): that thread does not exist here, and
+ * jemalloc may be half set up.  The child runs on libc's allocator. */
+static int orphaned_init(void)
+{
+    int expected = MP_STATE_INITIALIZING;
+    if (atomic_compare_exchange_strong(&mp_state, &expected, MP_STATE_LIBC)) {
+        mp_tls_guard++;
+        mp_libc_resolve();
+        mp_tls_guard--;
+    }
+    return atomic_load(&mp_state);
 }
 
 int mp_init(void)
@@ -34,11 +71,17 @@ int mp_init(void)
         return MP_STATE_INITIALIZING; /* re-entered from our own init */
     int expected = MP_STATE_UNINIT;
     if (!atomic_compare_exchange_strong(&mp_state, &expected, MP_STATE_INITIALIZING)) {
-        while ((st = atomic_load_explicit(&mp_state, memory_order_acquire)) == MP_STATE_INITIALIZING)
+        while ((st = atomic_load_explicit(&mp_state, memory_order_acquire)) == MP_STATE_INITIALIZING) {
+            pid_t owner = atomic_load(&init_pid);
+            if (owner != 0 && owner != getpid())
+                return orphaned_init();
             sched_yield();
+        }
         return st;
     }
+    atomic_store(&init_pid, getpid());
     mp_tls_guard++;
+    pthread_atfork(fork_wait_init, NULL, NULL);
     clock_gettime(CLOCK_REALTIME, &mp_start_real);
     clock_gettime(CLOCK_MONOTONIC, &mp_start_mono);
     mp_libc_resolve();
@@ -47,9 +90,9 @@ int mp_init(void)
                          (size_t)mp_opt(MP_OPT_HOST_MAX_BLOCK_SIZE));
     bool ok = mp_heap_init((size_t)mp_opt(MP_OPT_HOST_RESERVE));
     mp_host_init();
+    if (ok)
+        pthread_atfork(fork_prepare, fork_parent, fork_child);
     mp_tls_guard--;
     atomic_store_explicit(&mp_state, ok ? MP_STATE_READY : MP_STATE_LIBC, memory_order_release);
-    /* After READY: registering may allocate, which is now served normally. */
-    pthread_atfork(fork_prepare, fork_parent, fork_child);
     return ok ? MP_STATE_READY : MP_STATE_LIBC;
 }

@@ -124,6 +124,9 @@ extern mp_heap_t mp_heap;
 bool mp_heap_init(size_t reserve);
 /* jemalloc arena index of a class, created on first use; 0 on failure. */
 unsigned mp_heap_class_arena(unsigned cls);
+/* fork(): hold the arena-creation lock across it (child: same unlock). */
+void mp_heap_fork_prepare(void);
+void mp_heap_fork_parent(void);
 /* Bytes of the class-slot area handed to jemalloc so far (for stats). */
 size_t mp_heap_mapped(void);
 

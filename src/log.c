@@ -11,11 +11,7 @@
 
 void mp_log(int level, const char *fmt, ...)
 {
-    /* Before options are read the table value is 0 (none): fall back to warn. */
-    uint64_t threshold = mp_opt_values[MP_OPT_LOG_LEVEL];
-    if (mp_state == MP_STATE_UNINIT && threshold == 0)
-        threshold = MP_LOG_WARN;
-    if ((uint64_t)level > threshold)
+    if ((uint64_t)level > mp_opt_values[MP_OPT_LOG_LEVEL])
         return;
     char buf[512];
     size_t n = 9;
