@@ -10,7 +10,7 @@
 
 #include "internal.h"
 
-static inline void mp_count_inuse(mp_tcounters_t *c, unsigned cls, int64_t bytes)
+static inline void mp_count_inuse(mp_tclass_t *c, unsigned cls, int64_t bytes)
 {
     int64_t d = MP_LOAD(c->inuse_delta) + bytes;
     if (mp_unlikely(d >= MP_PUBLISH_BYTES || d <= -MP_PUBLISH_BYTES)) {
@@ -20,24 +20,18 @@ static inline void mp_count_inuse(mp_tcounters_t *c, unsigned cls, int64_t bytes
     atomic_store_explicit(&c->inuse_delta, d, memory_order_relaxed);
 }
 
-static inline void *mp_malloc(size_t size)
+__attribute__((always_inline)) static inline void *mp_malloc(size_t size)
 {
     mp_tcache_t *tc = mp_tls_tcache;
     if (mp_likely(tc != NULL)) {
         unsigned cls = mp_size_class_of(&mp_sc, size);
         if (mp_likely(cls < MP_CLASS_MAX)) {
-            mp_bin_t *b = &tc->bins[cls];
-            void *p = b->head;
-            if (mp_likely(p != NULL)) {
-                size_t cs = mp_sc.size[cls];
-                b->head = *(void **)p;
-                b->count--;
-                MP_BUMP(tc->cached_bytes, -cs);
-                mp_tcounters_t *c = &tc->cnt[cls];
-                MP_BUMP(c->hits, 1);
-                MP_BUMP(c->req_bytes, size);
-                MP_BUMP(c->hit_bytes, cs);
-                mp_count_inuse(c, cls, (int64_t)cs);
+            mp_tclass_t *b = &tc->cl[cls];
+            if (mp_likely(b->count != 0)) {
+                void *p = b->slots[--b->count];
+                MP_BUMP(b->hits, 1);
+                MP_BUMP(b->req_bytes, size);
+                mp_count_inuse(b, cls, (int64_t)b->size);
                 return p;
             }
         }
@@ -45,24 +39,18 @@ static inline void *mp_malloc(size_t size)
     return mp_host_malloc_slow(size);
 }
 
-static inline void mp_free(void *p)
+__attribute__((always_inline)) static inline void mp_free(void *p)
 {
     uintptr_t off = (uintptr_t)p - mp_heap.base;
     if (mp_likely(off < mp_heap.class_span)) {
         unsigned cls = (unsigned)(off >> mp_heap.slot_shift);
         mp_tcache_t *tc = mp_tls_tcache;
         if (mp_likely(tc != NULL)) {
-            mp_bin_t *b = &tc->bins[cls];
-            size_t cs = mp_sc.size[cls];
-            size_t cached = MP_LOAD(tc->cached_bytes) + cs;
-            if (mp_likely(b->count < b->cap && cached <= tc->cached_limit)) {
-                *(void **)p = b->head;
-                b->head = p;
-                b->count++;
-                atomic_store_explicit(&tc->cached_bytes, cached, memory_order_relaxed);
-                mp_tcounters_t *c = &tc->cnt[cls];
-                MP_BUMP(c->releases, 1);
-                mp_count_inuse(c, cls, -(int64_t)cs);
+            mp_tclass_t *b = &tc->cl[cls];
+            if (mp_likely(b->count < b->cap)) {
+                b->slots[b->count++] = p;
+                MP_BUMP(b->releases, 1);
+                mp_count_inuse(b, cls, -(int64_t)b->size);
                 return;
             }
         }

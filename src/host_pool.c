@@ -8,6 +8,9 @@
  *   malloc: thread bin -> refill half a bin from the shared pool (hit)
  *          -> jemalloc mallocx from the class's arena (miss)
  *
+ * Bins and shared pools are arrays of block addresses, so moving blocks
+ * between them is a memcpy that never touches the (cold) blocks.
+ *
  * Counters are per thread (relaxed, single writer) and folded into the
  * process-wide ones when a thread exits; bytes in use are published in
  * MP_PUBLISH_BYTES steps so that peaks are exact to within that per class
@@ -30,7 +33,7 @@ _Atomic int64_t mp_total_reserved, mp_total_reserved_peak;
 
 typedef struct shared_pool {
     pthread_mutex_t lock;
-    void *head;
+    void **slots;           /* cap entries, mapped on first use */
     _Atomic uint64_t count; /* written under lock, peeked without */
     uint64_t cap;
 } __attribute__((aligned(64))) shared_pool_t;
@@ -90,10 +93,9 @@ static void count_alloc(mp_tcache_t *tc, unsigned cls, size_t req, bool hit)
 {
     size_t cs = mp_sc.size[cls];
     if (tcache_live(tc)) {
-        mp_tcounters_t *c = &tc->cnt[cls];
+        mp_tclass_t *c = &tc->cl[cls];
         if (hit) {
             MP_BUMP(c->hits, 1);
-            MP_BUMP(c->hit_bytes, cs);
         } else {
             MP_BUMP(c->misses, 1);
         }
@@ -104,7 +106,6 @@ static void count_alloc(mp_tcache_t *tc, unsigned cls, size_t req, bool hit)
     mp_class_stats_t *s = &mp_class_stats[cls];
     if (hit) {
         atomic_fetch_add_explicit(&s->hits, 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&s->hit_bytes, cs, memory_order_relaxed);
     } else {
         atomic_fetch_add_explicit(&s->misses, 1, memory_order_relaxed);
     }
@@ -116,8 +117,8 @@ static void count_release(mp_tcache_t *tc, unsigned cls)
 {
     size_t cs = mp_sc.size[cls];
     if (tcache_live(tc)) {
-        MP_BUMP(tc->cnt[cls].releases, 1);
-        mp_count_inuse(&tc->cnt[cls], cls, -(int64_t)cs);
+        MP_BUMP(tc->cl[cls].releases, 1);
+        mp_count_inuse(&tc->cl[cls], cls, -(int64_t)cs);
         return;
     }
     atomic_fetch_add_explicit(&mp_class_stats[cls].releases, 1, memory_order_relaxed);
@@ -126,14 +127,12 @@ static void count_release(mp_tcache_t *tc, unsigned cls)
 
 /* ---- jemalloc side --------------------------------------------------------- */
 
-static void trim_chain(unsigned cls, void *head, uint64_t n)
+/* Return n blocks of class cls to jemalloc (a trim). */
+static void trim_blocks(unsigned cls, void *const *blocks, uint64_t n)
 {
     size_t cs = mp_sc.size[cls];
-    for (uint64_t i = 0; i < n; i++) {
-        void *next = *(void **)head;
-        je_sdallocx(head, cs, 0);
-        head = next;
-    }
+    for (uint64_t i = 0; i < n; i++)
+        je_sdallocx(blocks[i], cs, 0);
     mp_class_stats_t *s = &mp_class_stats[cls];
     atomic_fetch_add_explicit(&s->trims, n, memory_order_relaxed);
     atomic_fetch_add_explicit(&s->trim_bytes, n * cs, memory_order_relaxed);
@@ -218,118 +217,115 @@ static void *class_miss(unsigned cls)
 
 /* ---- shared pool -------------------------------------------------------------- */
 
-/* Move up to `want` blocks from the shared pool into the bin; returns one
- * block for the caller (not put in the bin), or NULL if the pool is empty. */
+/* Refill an empty bin with up to half its capacity from the shared pool
+ * and return one more block for the caller; NULL if the pool is empty. */
 static void *refill(mp_tcache_t *tc, unsigned cls)
 {
     shared_pool_t *sp = &shared[cls];
     if (atomic_load_explicit(&sp->count, memory_order_relaxed) == 0)
         return NULL; /* racy peek: a wrong answer only costs a miss */
-    mp_bin_t *b = tcache_live(tc) ? &tc->bins[cls] : NULL;
+    mp_tclass_t *b = tcache_live(tc) ? &tc->cl[cls] : NULL;
     uint64_t want = b ? b->cap / 2 + 1 : 1;
     size_t cs = mp_sc.size[cls];
+    void *one = NULL;
     pthread_mutex_lock(&sp->lock);
-    uint64_t n = sp->count < want ? sp->count : want;
-    void *head = sp->head, *tail = head;
-    for (uint64_t i = 1; i < n; i++)
-        tail = *(void **)tail;
-    if (n) {
-        sp->head = *(void **)tail;
-        sp->count -= n;
+    uint64_t count = sp->count;
+    uint64_t n = count < want ? count : want;
+    if (n > 0) {
+        count -= n;
+        one = sp->slots[count + n - 1]; /* the most recently put: warmest */
+        if (n > 1)
+            memcpy(b->slots, sp->slots + count, (n - 1) * sizeof(void *));
+        sp->count = count;
         atomic_fetch_sub_explicit(&shared_bytes, n * cs, memory_order_relaxed);
     }
     pthread_mutex_unlock(&sp->lock);
-    if (n == 0)
-        return NULL;
-    void *rest = *(void **)head;
-    if (n > 1) { /* blocks 2..n go to the (empty) bin */
-        *(void **)tail = b->head;
-        b->head = rest;
-        b->count += (uint32_t)(n - 1);
-        MP_BUMP(tc->cached_bytes, (n - 1) * cs);
+    if (n > 1) {
+        b->count = (uint32_t)(n - 1);
     }
-    return head;
+    return one;
 }
 
-/* Give a chain of n blocks to the shared pool; what exceeds its limits is
- * returned to jemalloc. */
-static void shared_put(unsigned cls, void *head, void *tail, uint64_t n)
+/* Give n blocks to the shared pool; what exceeds its limits goes back to
+ * jemalloc. */
+static void shared_put(unsigned cls, void *const *blocks, uint64_t n)
 {
     shared_pool_t *sp = &shared[cls];
     size_t cs = mp_sc.size[cls];
     pthread_mutex_lock(&sp->lock);
-    uint64_t room = sp->cap > sp->count ? sp->cap - sp->count : 0;
+    if (sp->slots == NULL && sp->cap > 0) {
+        void *m = mmap(NULL, sp->cap * sizeof(void *), PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (m == MAP_FAILED)
+            sp->cap = 0; /* no pool for this class: blocks go straight back */
+        else
+            sp->slots = m;
+    }
+    uint64_t count = sp->count;
+    uint64_t room = sp->cap - count;
     uint64_t bytes = atomic_load_explicit(&shared_bytes, memory_order_relaxed);
     uint64_t byte_room = shared_limit > bytes ? (shared_limit - bytes) / cs : 0;
     if (room > byte_room)
         room = byte_room;
     uint64_t keep = n < room ? n : room;
-    void *excess = NULL;
-    if (keep == n) {
-        *(void **)tail = sp->head;
-        sp->head = head;
-    } else if (keep > 0) {
-        void *last = head;
-        for (uint64_t i = 1; i < keep; i++)
-            last = *(void **)last;
-        excess = *(void **)last;
-        *(void **)last = sp->head;
-        sp->head = head;
-    } else {
-        excess = head;
-    }
-    sp->count += keep;
+    memcpy(sp->slots + count, blocks, keep * sizeof(void *));
+    sp->count = count + keep;
     atomic_fetch_add_explicit(&shared_bytes, keep * cs, memory_order_relaxed);
     pthread_mutex_unlock(&sp->lock);
     if (n > keep)
-        trim_chain(cls, excess, n - keep);
+        trim_blocks(cls, blocks + keep, n - keep);
 }
 
-/* Move the `n` coldest blocks of a bin (the tail of its LIFO list) out. */
+/* Move the n oldest blocks of a bin (the bottom of its stack) out. */
 static void spill(mp_tcache_t *tc, unsigned cls, uint32_t n)
 {
-    mp_bin_t *b = &tc->bins[cls];
-    if (n == 0 || b->count == 0)
-        return;
+    mp_tclass_t *b = &tc->cl[cls];
     if (n > b->count)
         n = b->count;
-    uint32_t keep = b->count - n;
-    void *head, *tail;
-    if (keep == 0) {
-        head = b->head;
-        b->head = NULL;
-    } else {
-        void *last = b->head;
-        for (uint32_t i = 1; i < keep; i++)
-            last = *(void **)last;
-        head = *(void **)last;
-        *(void **)last = NULL;
-    }
-    tail = head;
-    for (uint32_t i = 1; i < n; i++)
-        tail = *(void **)tail;
-    b->count = keep;
-    MP_BUMP(tc->cached_bytes, -(size_t)n * mp_sc.size[cls]);
-    shared_put(cls, head, tail, n);
+    if (n == 0)
+        return;
+    shared_put(cls, b->slots, n);
+    b->count -= n;
+    memmove(b->slots, b->slots + n, b->count * sizeof(void *));
 }
 
 /* ---- thread caches -------------------------------------------------------------- */
+
+static size_t tcache_bytes(const mp_tcache_t *tc)
+{
+    size_t bytes = 0;
+    for (unsigned c = 0; c < mp_sc.count; c++)
+        bytes += tc->cl[c].count * tc->cl[c].size;
+    return bytes;
+}
 
 static mp_tcache_t *tcache_create(void)
 {
     /* While this runs, nested calls (pthread_setspecific may calloc) take
      * the direct path. */
     mp_tls_tcache = &tcache_dead;
-    mp_tcache_t *tc = mmap(NULL, sizeof(*tc), PROT_READ | PROT_WRITE,
-                           MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (tc == MAP_FAILED)
-        return &tcache_dead;
     uint64_t blocks = mp_opt(MP_OPT_HOST_TCACHE_BLOCKS), limit = mp_opt(MP_OPT_HOST_TCACHE_LIMIT);
+    uint32_t caps[MP_CLASS_MAX];
+    size_t nslots = 0;
     for (unsigned c = 0; c < mp_sc.count; c++) {
         uint64_t cap = limit / (4 * mp_sc.size[c]);
         if (cap == 0 && limit >= mp_sc.size[c])
             cap = 1;
-        tc->bins[c].cap = (uint32_t)(cap < blocks ? cap : blocks);
+        caps[c] = (uint32_t)(cap < blocks ? cap : blocks);
+        nslots += caps[c];
+    }
+    /* One mapping: the cache, then every bin's slots. */
+    size_t size = sizeof(mp_tcache_t) + nslots * sizeof(void *);
+    mp_tcache_t *tc = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (tc == MAP_FAILED)
+        return &tcache_dead;
+    tc->map_size = size;
+    void **slots = (void **)(tc + 1);
+    for (unsigned c = 0; c < mp_sc.count; c++) {
+        tc->cl[c].slots = slots;
+        tc->cl[c].cap = caps[c];
+        tc->cl[c].size = mp_sc.size[c];
+        slots += caps[c];
     }
     tc->cached_limit = (size_t)limit;
     pthread_mutex_lock(&registry_lock);
@@ -347,17 +343,17 @@ static mp_tcache_t *tcache_create(void)
 static void tcache_fold(mp_tcache_t *tc)
 {
     for (unsigned c = 0; c < mp_sc.count; c++) {
-        mp_tcounters_t *t = &tc->cnt[c];
+        mp_tclass_t *t = &tc->cl[c];
         mp_class_stats_t *s = &mp_class_stats[c];
         atomic_fetch_add(&s->hits, MP_LOAD(t->hits));
         atomic_fetch_add(&s->misses, MP_LOAD(t->misses));
         atomic_fetch_add(&s->releases, MP_LOAD(t->releases));
         atomic_fetch_add(&s->req_bytes, MP_LOAD(t->req_bytes));
-        atomic_fetch_add(&s->hit_bytes, MP_LOAD(t->hit_bytes));
         int64_t d = MP_LOAD(t->inuse_delta);
         if (d)
             mp_host_publish(c, d);
-        memset(t, 0, sizeof(*t));
+        t->hits = t->misses = t->releases = t->req_bytes = 0;
+        t->inuse_delta = 0;
     }
 }
 
@@ -375,7 +371,7 @@ static void tcache_unlink(mp_tcache_t *tc)
 static void tcache_drain(mp_tcache_t *tc)
 {
     for (unsigned c = 0; c < mp_sc.count; c++)
-        spill(tc, c, tc->bins[c].count);
+        spill(tc, c, tc->cl[c].count);
 }
 
 void mp_host_thread_exit(void *arg)
@@ -390,7 +386,7 @@ void mp_host_thread_exit(void *arg)
     tcache_fold(tc);
     tcache_unlink(tc);
     pthread_mutex_unlock(&registry_lock);
-    munmap(tc, sizeof(*tc));
+    munmap(tc, tc->map_size);
 }
 
 void mp_host_init(void)
@@ -428,12 +424,9 @@ static void *class_alloc(unsigned cls, size_t req, size_t align)
     if (tc == NULL)
         tc = tcache_create();
     if (tcache_live(tc)) {
-        mp_bin_t *b = &tc->bins[cls];
-        void *p = b->head;
-        if (p != NULL) {
-            b->head = *(void **)p;
-            b->count--;
-            MP_BUMP(tc->cached_bytes, -mp_sc.size[cls]);
+        mp_tclass_t *b = &tc->cl[cls];
+        if (b->count != 0) {
+            void *p = b->slots[--b->count];
             count_alloc(tc, cls, req, true);
             return p;
         }
@@ -493,26 +486,21 @@ MP_NOINLINE void mp_host_free_slow(void *p, unsigned cls)
     if (tc == NULL && pooling)
         tc = tcache_create();
     count_release(tc, cls);
-    if (tcache_live(tc) && tc->bins[cls].cap > 0) {
-        mp_bin_t *b = &tc->bins[cls];
-        size_t cs = mp_sc.size[cls];
-        if (b->count >= b->cap)
-            spill(tc, cls, b->count - b->cap / 2);
-        if (MP_LOAD(tc->cached_bytes) + cs > tc->cached_limit) {
-            /* Over the thread's byte limit: halve every bin. */
+    if (tcache_live(tc) && tc->cl[cls].cap > 0) {
+        /* The bin is full: keep its warmer half, and if the whole cache is
+         * over its byte limit, halve every bin. */
+        mp_tclass_t *b = &tc->cl[cls];
+        spill(tc, cls, b->count - b->cap / 2);
+        if (tcache_bytes(tc) > tc->cached_limit) {
             for (unsigned c = 0; c < mp_sc.count; c++)
-                spill(tc, c, (tc->bins[c].count + 1) / 2);
+                spill(tc, c, (tc->cl[c].count + 1) / 2);
         }
-        if (b->count < b->cap && MP_LOAD(tc->cached_bytes) + cs <= tc->cached_limit) {
-            *(void **)p = b->head;
-            b->head = p;
-            b->count++;
-            MP_BUMP(tc->cached_bytes, cs);
+        if (b->count < b->cap) {
+            b->slots[b->count++] = p;
             return;
         }
     }
-    *(void **)p = NULL;
-    shared_put(cls, p, p, 1);
+    shared_put(cls, &p, 1);
 }
 
 void mp_host_free_other(void *p)
@@ -590,15 +578,18 @@ size_t mp_host_trim(void)
         tcache_drain(tc);
     for (unsigned c = 0; c < mp_sc.count; c++) {
         shared_pool_t *sp = &shared[c];
-        pthread_mutex_lock(&sp->lock);
-        void *head = sp->head;
-        uint64_t n = sp->count;
-        sp->head = NULL;
-        sp->count = 0;
-        atomic_fetch_sub(&shared_bytes, n * mp_sc.size[c]);
-        pthread_mutex_unlock(&sp->lock);
-        if (n) {
-            trim_chain(c, head, n);
+        void *batch[256];
+        for (;;) { /* in batches: jemalloc is called without our lock held */
+            pthread_mutex_lock(&sp->lock);
+            uint64_t count = sp->count;
+            uint64_t n = count < 256 ? count : 256;
+            memcpy(batch, sp->slots + count - n, n * sizeof(void *));
+            sp->count = count - n;
+            atomic_fetch_sub(&shared_bytes, n * mp_sc.size[c]);
+            pthread_mutex_unlock(&sp->lock);
+            if (n == 0)
+                break;
+            trim_blocks(c, batch, n);
             freed += n * mp_sc.size[c];
         }
     }
@@ -650,7 +641,7 @@ void mp_host_fork_child(void)
             tcache_drain(tc);
             tcache_fold(tc);
             tcache_unlink(tc);
-            munmap(tc, sizeof(*tc));
+            munmap(tc, tc->map_size);
         }
         tc = next;
     }
@@ -661,7 +652,7 @@ void mp_host_stats_reset(void)
 {
     for (unsigned c = 0; c < MP_CLASS_MAX; c++) {
         mp_class_stats_t *g = &mp_class_stats[c];
-        g->hits = g->misses = g->releases = g->req_bytes = g->hit_bytes = 0;
+        g->hits = g->misses = g->releases = g->req_bytes = 0;
         g->trims = g->trim_bytes = 0;
         g->inuse_peak = MP_LOAD(g->inuse);
         g->reserved_peak = MP_LOAD(g->reserved);
@@ -669,8 +660,8 @@ void mp_host_stats_reset(void)
     mp_tcache_t *tc = mp_tls_tcache;
     if (tcache_live(tc)) {
         for (unsigned c = 0; c < MP_CLASS_MAX; c++) {
-            mp_tcounters_t *t = &tc->cnt[c];
-            t->hits = t->misses = t->releases = t->req_bytes = t->hit_bytes = 0;
+            mp_tclass_t *t = &tc->cl[c];
+            t->hits = t->misses = t->releases = t->req_bytes = 0;
         }
     }
     mp_bypass_stats.count = mp_bypass_stats.req_bytes = 0;

@@ -174,31 +174,31 @@ int mp_init(void);
 extern struct timespec mp_start_real, mp_start_mono;
 
 /* ---- host_pool.c -------------------------------------------------------- */
-typedef struct mp_bin {
-    void *head;     /* singly-linked through each free block's first word */
-    uint32_t count; /* blocks in the list */
+/* One size class of a thread cache, in one cache line: the bin, a stack of
+ * free blocks' addresses (like jemalloc's cache_bin: pushing and popping
+ * never touch the often cold blocks), and the thread's counters for the
+ * class (written only by that thread; relaxed so the stats can read them). */
+typedef struct mp_tclass {
+    void **slots;   /* cap entries; slots[count - 1] is the most recent */
+    uint32_t count; /* blocks cached */
     uint32_t cap;   /* most blocks kept (0 = caching off) */
-} mp_bin_t;
-
-/* Counters one thread keeps per class; written only by that thread. */
-typedef struct mp_tcounters {
-    _Atomic uint64_t hits, misses, releases, req_bytes, hit_bytes;
+    size_t size;    /* the class's block size (a copy: keeps the hit path on this line) */
+    _Atomic uint64_t hits, misses, releases, req_bytes;
     _Atomic int64_t inuse_delta; /* bytes not yet published to mp_class_stats */
-} mp_tcounters_t;
+} __attribute__((aligned(64))) mp_tclass_t;
 
 typedef struct mp_tcache {
-    mp_bin_t bins[MP_CLASS_MAX];
-    _Atomic size_t cached_bytes; /* bytes in bins[] */
-    size_t cached_limit;
-    mp_tcounters_t cnt[MP_CLASS_MAX];
+    size_t cached_limit; /* bytes; checked when a bin overflows */
     struct mp_tcache *next, *prev; /* registry of live thread caches */
+    size_t map_size;               /* bytes mapped for this cache and its slots */
+    mp_tclass_t cl[MP_CLASS_MAX];
 } mp_tcache_t;
 
 extern _Thread_local mp_tcache_t *mp_tls_tcache __attribute__((tls_model("initial-exec")));
 
 /* Process-wide counters per class (slow paths, retired threads). */
 typedef struct mp_class_stats {
-    _Atomic uint64_t hits, misses, releases, req_bytes, hit_bytes, trims, trim_bytes;
+    _Atomic uint64_t hits, misses, releases, req_bytes, trims, trim_bytes;
     _Atomic int64_t inuse, inuse_peak;       /* published bytes handed out */
     _Atomic int64_t reserved, reserved_peak; /* bytes taken from jemalloc */
 } mp_class_stats_t;

@@ -11,14 +11,13 @@ static void add_tcache(const mp_tcache_t *tc, void *arg)
 {
     mp_snapshot_t *s = arg;
     for (unsigned c = 0; c < mp_sc.count; c++) {
-        const mp_tcounters_t *t = &tc->cnt[c];
+        const mp_tclass_t *t = &tc->cl[c];
         mp_row_t *r = &s->rows[c];
         r->hits += MP_LOAD(t->hits);
         r->misses += MP_LOAD(t->misses);
         r->releases += MP_LOAD(t->releases);
         r->bytes_requested += MP_LOAD(t->req_bytes);
-        r->bytes_served_from_cache += MP_LOAD(t->hit_bytes);
-        r->cached_blocks += tc->bins[c].count; /* racy read of a live thread: a hint */
+        r->cached_blocks += t->count; /* racy read of a live thread: a hint */
     }
 }
 
@@ -38,7 +37,6 @@ void mp_stats_snapshot(mp_snapshot_t *s)
         r->misses = MP_LOAD(g->misses);
         r->releases = MP_LOAD(g->releases);
         r->bytes_requested = MP_LOAD(g->req_bytes);
-        r->bytes_served_from_cache = MP_LOAD(g->hit_bytes);
         r->trims = MP_LOAD(g->trims);
         r->trim_bytes = MP_LOAD(g->trim_bytes);
         r->bytes_reserved = MP_LOAD(g->reserved);
@@ -54,6 +52,7 @@ void mp_stats_snapshot(mp_snapshot_t *s)
         r->cached_blocks += blocks;
         r->cached_bytes = r->cached_blocks * r->size;
         r->requests = r->hits + r->misses;
+        r->bytes_served_from_cache = r->hits * r->size; /* every block of a class has its size */
         /* Exact when threads are quiet: what we hold minus what is cached. */
         r->bytes_in_use = r->bytes_reserved - (int64_t)r->cached_bytes;
         if (r->bytes_in_use < 0)

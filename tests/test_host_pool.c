@@ -88,7 +88,7 @@ START_TEST(thread_cache_spills_to_shared_pool)
     ck_assert_uint_eq(r->misses, 10);
     ck_assert_uint_eq(r->cached_blocks, 10); /* bin (<= 4) + shared pool */
     ck_assert_uint_eq(r->trims, 0);
-    ck_assert_uint_le(mp_tls_tcache->bins[mp_size_class_of(&mp_sc, 64)].count, 4);
+    ck_assert_uint_le(mp_tls_tcache->cl[mp_size_class_of(&mp_sc, 64)].count, 4);
     /* All ten come back as hits, refilled from the shared pool. */
     for (int i = 0; i < 10; i++)
         p[i] = mp_malloc(64);

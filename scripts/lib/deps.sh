@@ -1,0 +1,31 @@
+# Sourced by scripts/test and scripts/demo: make sure the Debian packages the
+# build and tests need are present.  As root, install what is missing;
+# otherwise print the exact apt-get line and stop.
+MEMPOOL_APT_PACKAGES=(meson ninja-build pkg-config gcc g++ python3 libjemalloc-dev libjemalloc2
+                      check libunwind-dev binutils gawk perl git gzip xz-utils)
+
+mempool_ensure_deps() {
+  local missing=() p
+  for p in "${MEMPOOL_APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" -eq 0 ]; then
+    echo "Installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "Missing packages. Run:" >&2
+    echo "  sudo apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+}
+
+# Configure (once) and build into $1.
+mempool_build() {
+  local dir=$1
+  if [ ! -f "$dir/build.ninja" ]; then
+    meson setup "$dir" --buildtype=debugoptimized >/dev/null
+  fi
+  ninja -C "$dir" >/dev/null
+}
