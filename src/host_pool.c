@@ -159,6 +159,10 @@ static inline int bypass_flags(void)
 
 static void *bypass_alloc(size_t size, size_t align, bool zero)
 {
+    if (size > PTRDIFF_MAX) { /* like glibc: no object may be that large */
+        errno = ENOMEM;
+        return NULL;
+    }
     int flags = bypass_flags();
     if (align > 16)
         flags |= MALLOCX_ALIGN(align);
