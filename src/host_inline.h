@@ -62,7 +62,20 @@ __attribute__((always_inline)) static inline void mp_free(void *p)
 
 /* ---- malloc_api.c: the rest of the malloc family, with libc semantics ---- */
 void *mp_calloc(size_t n, size_t size);
-void *mp_realloc(void *p, size_t size);
+void *mp_realloc_slow(void *p, size_t size);
+
+/* realloc within the block's size class (a buffer growing a few bytes at a
+ * time) returns the same block without leaving the inline path. */
+__attribute__((always_inline)) static inline void *mp_realloc(void *p, size_t size)
+{
+    uintptr_t off = (uintptr_t)p - mp_heap.base;
+    if (mp_likely(off < mp_heap.class_span && size != 0)) {
+        unsigned cls = (unsigned)(off >> mp_heap.slot_shift);
+        if (size <= mp_sc.size[cls] && size >= mp_sc.size[cls] / 2)
+            return p; /* fits, and shrinking by less than half keeps it */
+    }
+    return mp_realloc_slow(p, size);
+}
 void *mp_reallocarray(void *p, size_t n, size_t size);
 int mp_posix_memalign(void **out, size_t align, size_t size);
 void *mp_aligned_alloc(size_t align, size_t size);

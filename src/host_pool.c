@@ -526,8 +526,8 @@ void *mp_host_realloc(void *p, size_t size)
     unsigned cls = MP_CLASS_NONE;
     int kind = mp_ptr_kind(p, &cls);
     if (kind == MP_PTR_CLASS) {
-        if (mp_size_class_of(&mp_sc, size) == cls)
-            return p; /* same class: nothing to move */
+        if (size <= mp_sc.size[cls] && size >= mp_sc.size[cls] / 2)
+            return p; /* fits, and shrinking by less than half keeps it */
     } else if (kind == MP_PTR_BYPASS) {
         if (mp_size_class_of(&mp_sc, size) == MP_CLASS_NONE || !pooling) {
             /* Large to large: let jemalloc grow or shrink in place. */
@@ -547,7 +547,15 @@ void *mp_host_realloc(void *p, size_t size)
         return mp_libc.realloc(p, size);
     }
     size_t old = mp_host_usable_size(p);
-    void *q = mp_malloc(size);
+    /* A block that grows by less than half is likely to grow again (a
+     * buffer appended to): give it half again its old size, so a run of
+     * small reallocs moves it O(log n) times rather than once per class. */
+    size_t want = size;
+    if (kind == MP_PTR_CLASS && size > old && size - old < old / 2)
+        want = old + old / 2;
+    void *q = mp_malloc(want);
+    if (q == NULL && want != size)
+        q = mp_malloc(size);
     if (q == NULL)
         return NULL; /* the old block stays valid */
     memcpy(q, p, old < size ? old : size);

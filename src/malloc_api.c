@@ -21,7 +21,7 @@ void *mp_calloc(size_t n, size_t size)
     return p;
 }
 
-void *mp_realloc(void *p, size_t size)
+void *mp_realloc_slow(void *p, size_t size)
 {
     if (p == NULL)
         return mp_malloc(size);
