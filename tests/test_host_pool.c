@@ -251,6 +251,22 @@ START_TEST(realloc_keeps_contents)
 }
 END_TEST
 
+START_TEST(realloc_in_place_within_class)
+{
+    start();
+    char *p = mp_malloc(100); /* class 112 */
+    ck_assert_ptr_eq(mp_realloc(p, 112), p);  /* grows within the class */
+    ck_assert_ptr_eq(mp_realloc(p, 60), p);   /* shrinks by less than half */
+    char *q = mp_realloc(p, 120);             /* grows a little: half again */
+    ck_assert_ptr_ne(q, p);
+    ck_assert_uint_eq(mp_usable_size(q), 192); /* class of 112 * 3 / 2 = 168 */
+    char *r = mp_realloc(q, 20);               /* shrinks a lot: moves */
+    ck_assert_ptr_ne(r, q);
+    ck_assert_uint_eq(mp_usable_size(r), 32);
+    mp_free(r);
+}
+END_TEST
+
 START_TEST(calloc_zeroes_reused_blocks)
 {
     start();
@@ -344,6 +360,7 @@ static Suite *host_pool_suite(void)
     tcase_add_loop_test(tc, alignment_is_exact, 0, (int)(sizeof(aligns) / sizeof(aligns[0])));
     tcase_add_test(tc, bad_arguments);
     tcase_add_test(tc, realloc_keeps_contents);
+    tcase_add_test(tc, realloc_in_place_within_class);
     tcase_add_test(tc, calloc_zeroes_reused_blocks);
     tcase_add_test(tc, foreign_pointers_go_to_libc);
     suite_add_tcase(s, tc);
