@@ -152,7 +152,10 @@ bool mp_heap_init(size_t reserve)
     /* Half the range for MP_CLASS_MAX class slots, half for the bypass area. */
     size_t slot = want / 2 / MP_CLASS_MAX;
     for (unsigned i = 0; i < MP_CLASS_MAX; i++) {
-        slots[i].next = base + i * slot;
+        /* Start each slot a different number of pages in: slots are a power
+         * of two apart, and the busy first pages of every class would
+         * otherwise share the same TLB sets. */
+        slots[i].next = base + i * slot + ((i * 67u) % 512u) * 4096u;
         slots[i].end = base + (i + 1) * slot;
     }
     slots[MP_CLASS_MAX].next = base + want / 2;
