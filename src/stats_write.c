@@ -342,6 +342,10 @@ static void fmt_bytes(char *buf, size_t cap, int64_t v)
         x /= 1024;
         u++;
     }
+    if (u == 0) {
+        snprintf(buf, cap, "%s%llu B", v < 0 ? "-" : "", (unsigned long long)x);
+        return;
+    }
     /* Integer formatting only: %f may allocate in some libcs. */
     uint64_t t = (uint64_t)(x * 10 + 0.5);
     snprintf(buf, cap, "%s%llu.%llu %s", v < 0 ? "-" : "", (unsigned long long)(t / 10),
