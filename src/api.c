@@ -21,7 +21,8 @@ MP_PUBLIC int mempool_stats_dump(const char *path)
         return -EIO;
     if (path != NULL && strlen(path) >= MP_PATH_MAX)
         return -EINVAL;
-    return mp_stats_write_now(path) ? 0 : -EIO;
+    char written[MP_PATH_MAX];
+    return mp_stats_write_now(path, written, sizeof(written)) ? 0 : -EIO;
 }
 
 MP_PUBLIC long long mempool_trim(void)

@@ -484,6 +484,16 @@ void *mp_host_aligned(size_t align, size_t size)
     return p;
 }
 
+void *mp_host_calloc_large(size_t size)
+{
+    if (mp_unlikely(atomic_load_explicit(&mp_state, memory_order_acquire) != MP_STATE_READY)) {
+        void *p = early_alloc(size, 16, true);
+        if (mp_state != MP_STATE_READY || p != NULL)
+            return p;
+    }
+    return bypass_alloc(size, 0, true);
+}
+
 MP_NOINLINE void mp_host_free_slow(void *p, unsigned cls)
 {
     mp_tcache_t *tc = mp_tls_tcache;

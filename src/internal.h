@@ -130,7 +130,7 @@ void mp_heap_fork_parent(void);
 /* Bytes of the class-slot area handed to jemalloc so far (for stats). */
 size_t mp_heap_mapped(void);
 
-enum { MP_PTR_CLASS, MP_PTR_BYPASS, MP_PTR_BOOT, MP_PTR_FOREIGN, MP_PTR_NULL };
+enum { MP_PTR_CLASS, MP_PTR_BYPASS, MP_PTR_FOREIGN, MP_PTR_NULL };
 static inline int mp_ptr_kind(const void *p, unsigned *cls)
 {
     uintptr_t off = (uintptr_t)p - mp_heap.base;
@@ -140,7 +140,7 @@ static inline int mp_ptr_kind(const void *p, unsigned *cls)
     }
     if (off < mp_heap.size)
         return MP_PTR_BYPASS;
-    return p == NULL ? MP_PTR_NULL : MP_PTR_FOREIGN; /* boot checked by caller */
+    return p == NULL ? MP_PTR_NULL : MP_PTR_FOREIGN; /* includes the bootstrap buffer */
 }
 
 /* ---- sys_alloc.c: the libc allocator and the bootstrap buffer ----------- */
@@ -217,6 +217,9 @@ void *mp_host_malloc_slow(size_t size);
 void mp_host_free_slow(void *p, unsigned cls);
 void mp_host_publish(unsigned cls, int64_t delta);
 void *mp_host_aligned(size_t align, size_t size);
+/* Zeroed memory for a request above the largest class: jemalloc knows which
+ * pages are fresh, so large calloc does not touch (and commit) every page. */
+void *mp_host_calloc_large(size_t size);
 void *mp_host_realloc(void *p, size_t size);
 size_t mp_host_usable_size(const void *p);
 void mp_host_free_other(void *p);
@@ -240,8 +243,8 @@ void mp_stats_reset(void); /* after fork, in the child */
 /* Write the stats file (and the summary) now; safe to call more than once. */
 void mp_stats_write_exit(void);
 /* Write the stats file now to path (NULL: the MEMPOOL_STATS_FILE template);
- * returns the path written or NULL. */
-const char *mp_stats_write_now(const char *path);
+ * the path written goes to out.  Returns false (after one warning) on failure. */
+bool mp_stats_write_now(const char *path, char *out, size_t cap);
 /* Write the stats of this process as JSON or text to fd. */
 void mp_stats_write_fd(int fd, int format);
 /* Expand %p %h %e %% of a template into out; false if it does not fit. */

@@ -15,6 +15,8 @@ void *mp_calloc(size_t n, size_t size)
         errno = ENOMEM;
         return NULL;
     }
+    if (mp_size_class_of(&mp_sc, total) == MP_CLASS_NONE)
+        return mp_host_calloc_large(total);
     void *p = mp_malloc(total);
     if (p != NULL)
         memset(p, 0, total);

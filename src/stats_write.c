@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -427,17 +428,36 @@ static void write_text(out_t *o, const mp_snapshot_t *s, unsigned max_rows)
     out_str(o, "  ^ = peak\n");
 }
 
-void mp_stats_write_fd(int fd, int format)
+/* Snapshots are 15 KiB: too big for small thread stacks, and malloc is
+ * what we report on, so each writer maps its own. */
+static mp_snapshot_t *snapshot_new(void)
 {
-    static mp_snapshot_t snap; /* big: not on the stack of a late exit */
-    mp_stats_snapshot(&snap);
+    mp_snapshot_t *s = mmap(NULL, sizeof(*s), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                            -1, 0);
+    if (s == MAP_FAILED)
+        return NULL;
+    mp_stats_snapshot(s);
+    return s;
+}
+
+static void snapshot_free(mp_snapshot_t *s) { munmap(s, sizeof(*s)); }
+
+static bool render(int fd, int format, unsigned max_rows)
+{
+    mp_snapshot_t *snap = snapshot_new();
+    if (snap == NULL)
+        return false;
     out_t o = {.fd = fd};
     if (format == MP_FMT_JSON)
-        write_json(&o, &snap);
+        write_json(&o, snap);
     else
-        write_text(&o, &snap, MP_CLASS_MAX);
+        write_text(&o, snap, max_rows);
     out_flush(&o);
+    snapshot_free(snap);
+    return !o.failed;
 }
+
+void mp_stats_write_fd(int fd, int format) { render(fd, format, MP_CLASS_MAX); }
 
 /* Write to path atomically: temporary file in the same directory, then
  * rename.  O_EXCL | O_NOFOLLOW: never write through a planted link. */
@@ -450,15 +470,7 @@ static bool write_file(const char *path, int format)
         mp_log(MP_LOG_WARN, "cannot write stats file %s: %s", path, strerror(errno));
         return false;
     }
-    static mp_snapshot_t snap;
-    mp_stats_snapshot(&snap);
-    out_t o = {.fd = fd};
-    if (format == MP_FMT_JSON)
-        write_json(&o, &snap);
-    else
-        write_text(&o, &snap, MP_CLASS_MAX);
-    out_flush(&o);
-    bool ok = !o.failed;
+    bool ok = render(fd, format, MP_CLASS_MAX);
     int err = errno;
     if (close(fd) != 0 && ok) {
         ok = false;
@@ -477,22 +489,20 @@ static bool write_file(const char *path, int format)
 
 static _Atomic int written_pid;
 
-/* Returns the path written, or NULL. */
-const char *mp_stats_write_now(const char *path_or_null)
+bool mp_stats_write_now(const char *path_or_null, char *path, size_t cap)
 {
-    static char path[MP_PATH_MAX];
     if (path_or_null != NULL) {
-        if (strlen(path_or_null) >= sizeof(path))
-            return NULL;
+        if (strlen(path_or_null) >= cap)
+            return false;
         strcpy(path, path_or_null);
-    } else if (!mp_stats_expand_path(mp_opt_stats_path, path, sizeof(path))) {
+    } else if (!mp_stats_expand_path(mp_opt_stats_path, path, cap)) {
         mp_log(MP_LOG_WARN, "MEMPOOL_STATS_FILE expands to a path that is too long");
-        return NULL;
+        return false;
     }
     int format = (int)mp_opt(MP_OPT_STATS_FORMAT);
     if (format == MP_FMT_NONE)
         format = MP_FMT_JSON; /* an explicit request still writes */
-    return write_file(path, format) ? path : NULL;
+    return write_file(path, format);
 }
 
 void mp_stats_write_exit(void)
@@ -503,15 +513,10 @@ void mp_stats_write_exit(void)
     if (atomic_exchange(&written_pid, pid) == pid)
         return; /* this process already wrote */
     if (mp_opt(MP_OPT_STATS_FORMAT) != MP_FMT_NONE) {
-        const char *path = mp_stats_write_now(NULL);
-        if (path)
+        char path[MP_PATH_MAX];
+        if (mp_stats_write_now(NULL, path, sizeof(path)))
             mp_log(MP_LOG_INFO, "stats written to %s", path);
     }
-    if (mp_opt(MP_OPT_SUMMARY)) {
-        static mp_snapshot_t snap;
-        mp_stats_snapshot(&snap);
-        out_t o = {.fd = STDERR_FILENO};
-        write_text(&o, &snap, 12);
-        out_flush(&o);
-    }
+    if (mp_opt(MP_OPT_SUMMARY))
+        render(STDERR_FILENO, MP_FMT_TEXT, 12);
 }

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -282,6 +283,31 @@ START_TEST(calloc_zeroes_reused_blocks)
 }
 END_TEST
 
+static long rss_kib(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kib = -1;
+    while (fgets(line, sizeof(line), f))
+        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
+            break;
+    fclose(f);
+    return kib;
+}
+
+START_TEST(large_calloc_touches_no_pages)
+{
+    start();
+    long before = rss_kib();
+    unsigned char *p = mp_calloc(256, 1 << 20); /* 256 MiB */
+    ck_assert_ptr_nonnull(p);
+    ck_assert_uint_eq(p[0], 0);
+    ck_assert_uint_eq(p[(256u << 20) - 1], 0);
+    ck_assert_int_lt(rss_kib() - before, 16 * 1024); /* not committed page by page */
+    mp_free(p);
+}
+END_TEST
+
 START_TEST(foreign_pointers_go_to_libc)
 {
     start();
@@ -363,6 +389,7 @@ static Suite *host_pool_suite(void)
     tcase_add_test(tc, realloc_in_place_within_class);
     tcase_add_test(tc, calloc_zeroes_reused_blocks);
     tcase_add_test(tc, foreign_pointers_go_to_libc);
+    tcase_add_test(tc, large_calloc_touches_no_pages);
     suite_add_tcase(s, tc);
     return s;
 }
