@@ -157,6 +157,8 @@ static inline int bypass_flags(void)
     return MALLOCX_ARENA(mp_heap.bypass_arena) | (pooling ? MALLOCX_TCACHE_NONE : 0);
 }
 
+static inline bool in_heap(const void *p) { return (uintptr_t)p - mp_heap.base < mp_heap.size; }
+
 static void *bypass_alloc(size_t size, size_t align, bool zero)
 {
     if (size > PTRDIFF_MAX) { /* like glibc: no object may be that large */
@@ -169,6 +171,13 @@ static void *bypass_alloc(size_t size, size_t align, bool zero)
     if (zero)
         flags |= MALLOCX_ZERO;
     void *p = je_mallocx(size ? size : 1, flags);
+    if (mp_unlikely(p != NULL && !in_heap(p))) {
+        /* jemalloc serves a thread whose own teardown already ran from
+         * arena 0, ignoring ours: such a block would not be recognised as
+         * ours when freed, so it goes back and libc serves the request. */
+        je_dallocx(p, MALLOCX_TCACHE_NONE);
+        p = NULL;
+    }
     if (mp_unlikely(p == NULL)) {
         /* Our range is full (or jemalloc failed): libc's heap still works. */
         p = mp_libc_alloc(size, align);
@@ -540,16 +549,16 @@ void *mp_host_realloc(void *p, size_t size)
             return p; /* fits, and shrinking by less than half keeps it */
     } else if (kind == MP_PTR_BYPASS) {
         if (mp_size_class_of(&mp_sc, size) == MP_CLASS_NONE || !pooling) {
-            /* Large to large: let jemalloc grow or shrink in place. */
+            /* Large to large: let jemalloc resize in place where it can.
+             * xallocx never moves a block, so the result stays in our range;
+             * otherwise fall through to allocate-copy-free. */
             int64_t old = (int64_t)je_sallocx(p, 0);
-            void *q = je_rallocx(p, size, bypass_flags());
-            if (q == NULL) {
-                errno = ENOMEM;
-                return NULL;
+            size_t now = je_xallocx(p, size, 0, bypass_flags());
+            if (now >= size) {
+                bypass_inuse_add((int64_t)now - old);
+                atomic_fetch_add(&mp_bypass_stats.req_bytes, size);
+                return p;
             }
-            bypass_inuse_add((int64_t)je_sallocx(q, 0) - old);
-            atomic_fetch_add(&mp_bypass_stats.req_bytes, size);
-            return q;
         }
     } else if (kind == MP_PTR_FOREIGN && !mp_is_boot(p)) {
         if (mp_libc.realloc == NULL)

@@ -324,6 +324,43 @@ START_TEST(foreign_pointers_go_to_libc)
 }
 END_TEST
 
+static pthread_key_t late_key;
+
+/* Runs after the shim's own thread-exit destructor (keys run in creation
+ * order and ours was created first): frees and allocates must still work. */
+static void late_destructor(void *p)
+{
+    mp_free(p);
+    void *q = mp_malloc(200);
+    memset(q, 1, 200);
+    mp_free(q);
+}
+
+static void *thread_with_late_free(void *arg)
+{
+    (void)arg;
+    void *p = mp_malloc(100);
+    memset(p, 2, 100);
+    pthread_setspecific(late_key, p);
+    return NULL;
+}
+
+START_TEST(frees_after_thread_cache_destroyed)
+{
+    start();
+    mp_free(mp_malloc(1)); /* initialise: the shim's key is created first */
+    ck_assert_int_eq(pthread_key_create(&late_key, late_destructor), 0);
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, thread_with_late_free, NULL), 0);
+    pthread_join(t, NULL);
+    mp_stats_snapshot(&snap);
+    ck_assert_int_eq(snap.total.bytes_in_use, 0);
+    /* Once jemalloc has torn down its own thread state it ignores our
+     * arena; those requests are served by libc instead (and freed there). */
+    ck_assert_uint_eq(snap.total.releases + snap.fallbacks, 3);
+}
+END_TEST
+
 START_TEST(disable_passes_through)
 {
     setenv("MEMPOOL_DISABLE", "1", 1);
@@ -378,6 +415,7 @@ static Suite *host_pool_suite(void)
     tcase_add_test(tc, cache_limit_in_bytes);
     tcase_add_test(tc, trim_returns_cached_bytes);
     tcase_add_test(tc, thread_exit_returns_cache);
+    tcase_add_test(tc, frees_after_thread_cache_destroyed);
     tcase_add_test(tc, disable_passes_through);
     tcase_add_test(tc, size_class_scheme_option);
     tcase_add_test(tc, inuse_peak_tracks_published_bytes);

@@ -9,6 +9,7 @@
  *   mt-churn  the same in 4 threads
  *   prodcons  one thread allocates, another frees (cross-thread free)
  *   realloc   buffers grown a few bytes at a time with realloc
+ *   pair      malloc(64) + free in a tight loop: the cost of one hit pair
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -154,6 +155,14 @@ int main(int argc, char **argv)
         pthread_create(&t, NULL, producer, &n);
         sum = consume(n);
         pthread_join(t, NULL);
+    } else if (strcmp(w, "pair") == 0) {
+        long n = (long)(50e6 * scale);
+        for (long i = 0; i < n; i++) {
+            char *volatile p = malloc(64);
+            p[0] = (char)i;
+            sum += (unsigned char)p[0];
+            free(p);
+        }
     } else if (strcmp(w, "realloc") == 0) {
         sum = grow((long)(20000 * scale));
     } else {
