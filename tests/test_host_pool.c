@@ -303,7 +303,9 @@ START_TEST(large_calloc_touches_no_pages)
     ck_assert_ptr_nonnull(p);
     ck_assert_uint_eq(p[0], 0);
     ck_assert_uint_eq(p[(256u << 20) - 1], 0);
-    ck_assert_int_lt(rss_kib() - before, 16 * 1024); /* not committed page by page */
+    /* Not committed page by page.  Under valgrind RSS is valgrind's own. */
+    if (getenv("MEMPOOL_TEST_UNDER_VALGRIND") == NULL)
+        ck_assert_int_lt(rss_kib() - before, 16 * 1024);
     mp_free(p);
 }
 END_TEST
