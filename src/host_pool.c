@@ -41,7 +41,8 @@ typedef struct shared_pool {
 static shared_pool_t shared[MP_CLASS_MAX];
 static _Atomic uint64_t shared_bytes;
 static uint64_t shared_limit;
-static bool pooling; /* false: MEMPOOL_DISABLE or MEMPOOL_HOST=0 */
+static bool pooling;  /* false: MEMPOOL_DISABLE or MEMPOOL_HOST=0 */
+static bool counting; /* false: MEMPOOL_DISABLE, a bare pass-through to jemalloc */
 
 /* Thread caches of exited threads point here: no bin takes a block, so
  * every call of such a thread takes the slow path. */
@@ -190,6 +191,8 @@ static void *bypass_alloc(size_t size, size_t align, bool zero)
         atomic_fetch_add_explicit(&mp_bypass_stats.fallbacks, 1, memory_order_relaxed);
         return p;
     }
+    if (!counting)
+        return p;
     int64_t us = (int64_t)je_sallocx(p, 0);
     atomic_fetch_add_explicit(&mp_bypass_stats.count, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&mp_bypass_stats.req_bytes, size, memory_order_relaxed);
@@ -199,6 +202,10 @@ static void *bypass_alloc(size_t size, size_t align, bool zero)
 
 static void bypass_free(void *p)
 {
+    if (!counting) {
+        je_dallocx(p, bypass_flags());
+        return;
+    }
     int64_t us = (int64_t)je_sallocx(p, 0);
     atomic_fetch_add_explicit(&mp_bypass_stats.releases, 1, memory_order_relaxed);
     bypass_inuse_add(-us);
@@ -405,6 +412,7 @@ void mp_host_thread_exit(void *arg)
 void mp_host_init(void)
 {
     pooling = !mp_opt(MP_OPT_DISABLE) && mp_opt(MP_OPT_HOST);
+    counting = !mp_opt(MP_OPT_DISABLE);
     shared_limit = mp_opt(MP_OPT_HOST_CACHE_LIMIT);
     for (unsigned c = 0; c < MP_CLASS_MAX; c++) {
         pthread_mutex_init(&shared[c].lock, NULL);
@@ -555,7 +563,8 @@ void *mp_host_realloc(void *p, size_t size)
             int64_t old = (int64_t)je_sallocx(p, 0);
             size_t now = je_xallocx(p, size, 0, bypass_flags());
             if (now >= size) {
-                bypass_inuse_add((int64_t)now - old);
+                if (counting)
+                    bypass_inuse_add((int64_t)now - old);
                 atomic_fetch_add(&mp_bypass_stats.req_bytes, size);
                 return p;
             }

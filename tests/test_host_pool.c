@@ -367,6 +367,28 @@ START_TEST(disable_passes_through)
 {
     setenv("MEMPOOL_DISABLE", "1", 1);
     start();
+    void *keep = mp_malloc(64);
+    for (int i = 0; i < 10; i++) {
+        void *p = mp_malloc(64);
+        ck_assert_ptr_ne(p, keep);
+        memset(p, 1, 64);
+        ck_assert_uint_ge(mp_usable_size(p), 64);
+        p = mp_realloc(p, 100000);
+        ck_assert_uint_eq(((unsigned char *)p)[63], 1);
+        mp_free(p);
+    }
+    mp_free(keep);
+    mp_stats_snapshot(&snap);
+    ck_assert_uint_eq(snap.total.requests, 0); /* nothing counted */
+    ck_assert_uint_eq(snap.bypasses, 0);
+    ck_assert_uint_eq(snap.fallbacks, 0);
+}
+END_TEST
+
+START_TEST(host_off_counts_unpooled_calls)
+{
+    setenv("MEMPOOL_HOST", "0", 1);
+    start();
     for (int i = 0; i < 10; i++) {
         void *p = mp_malloc(64);
         memset(p, 1, 64);
@@ -419,6 +441,7 @@ static Suite *host_pool_suite(void)
     tcase_add_test(tc, thread_exit_returns_cache);
     tcase_add_test(tc, frees_after_thread_cache_destroyed);
     tcase_add_test(tc, disable_passes_through);
+    tcase_add_test(tc, host_off_counts_unpooled_calls);
     tcase_add_test(tc, size_class_scheme_option);
     tcase_add_test(tc, inuse_peak_tracks_published_bytes);
     suite_add_tcase(s, tc);
