@@ -1,0 +1,36 @@
+/*
+ * Controls of the fake CUDA driver and runtime (tests/fake_cuda/), for
+ * tests that run without a GPU.  The same names are looked up with dlsym
+ * by test programs that must also run on real CUDA (they skip the checks
+ * when the symbols are absent).
+ */
+#ifndef FAKE_CUDA_H
+#define FAKE_CUDA_H
+
+#include <cuda.h>
+#include <cuda_runtime_api.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct fake_cuda_counters {
+    uint64_t init, proc_address;
+    uint64_t mem_alloc, mem_free, host_alloc, host_free, invalid_free, oom;
+    uint64_t mem_get_info, ctx_sync, ctx_reset, stream_create, stream_sync;
+    uint64_t event_create, event_record, event_query, event_sync, launch;
+    uint64_t rt_driver_lookups; /* entry points the runtime took through cuGetProcAddress */
+} fake_cuda_counters_t;
+
+/* Driver (libcuda.so.1): a "kernel" on stream h that fills bytes at dst with
+ * value delay_us after the stream's earlier work; capacity, cost, counters. */
+CUresult fakecuLaunchFill(CUstream h, CUdeviceptr dst, int value, size_t bytes, unsigned delay_us);
+void fakecuSetCapacity(int device, size_t bytes);
+void fakecuSetAllocCost(unsigned us);
+void fakecuCounters(fake_cuda_counters_t *out);
+size_t fakecuUsed(int device);
+
+/* Runtime (libcudart.so.13 / static archive): the same launch, and how many
+ * driver entry points it took through cuGetProcAddress. */
+cudaError_t fakecudaLaunchFill(cudaStream_t s, void *dst, int value, size_t bytes, unsigned delay_us);
+uint64_t fakecudaDriverLookups(void);
+
+#endif

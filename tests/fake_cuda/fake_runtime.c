@@ -1,0 +1,242 @@
+/*
+ * A fake CUDA runtime (libcudart.so.13, and a static archive standing in
+ * for nvcc's default static cudart), built against the real
+ * cuda_runtime_api.h.  Like real cudart 12/13 it never links the driver:
+ * on first use it dlopen()s libcuda.so.1, looks up cuGetProcAddress_v2
+ * with dlsym, and takes every driver entry point through it, so a shim
+ * that hooks dlsym and cuGetProcAddress sees exactly what it would see
+ * with the real runtime.
+ */
+#include <cuda.h>
+#include <cuda_runtime_api.h>
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "fake_cuda.h"
+
+#define RT_EXPORT __attribute__((visibility("default")))
+
+typedef CUresult (*proc_fn)(const char *, void **, int, cuuint64_t, CUdriverProcAddressQueryResult *);
+
+static struct {
+    CUresult (*init)(unsigned);
+    CUresult (*primary_retain)(CUcontext *, CUdevice);
+    CUresult (*primary_reset)(CUdevice);
+    CUresult (*ctx_set)(CUcontext);
+    CUresult (*ctx_sync)(void);
+    CUresult (*mem_alloc)(CUdeviceptr *, size_t);
+    CUresult (*mem_alloc_pitch)(CUdeviceptr *, size_t *, size_t, size_t, unsigned);
+    CUresult (*mem_alloc_managed)(CUdeviceptr *, size_t, unsigned);
+    CUresult (*mem_free)(CUdeviceptr);
+    CUresult (*host_alloc)(void **, size_t, unsigned);
+    CUresult (*host_free)(void *);
+    CUresult (*host_dev_ptr)(CUdeviceptr *, void *, unsigned);
+    CUresult (*get_info)(size_t *, size_t *);
+    CUresult (*addr_range)(CUdeviceptr *, size_t *, CUdeviceptr);
+    CUresult (*stream_create)(CUstream *, unsigned);
+    CUresult (*stream_destroy)(CUstream);
+    CUresult (*stream_sync)(CUstream);
+    CUresult (*event_create)(CUevent *, unsigned);
+    CUresult (*event_record)(CUevent, CUstream);
+    CUresult (*event_query)(CUevent);
+    CUresult (*event_sync)(CUevent);
+    CUresult (*event_destroy)(CUevent);
+    CUresult (*launch_fill)(CUstream, CUdeviceptr, int, size_t, unsigned);
+    proc_fn get_proc;
+} drv;
+
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+static cudaError_t load_error = cudaSuccess;
+static _Thread_local int device;
+static _Thread_local cudaError_t last_error;
+static uint64_t lookups;
+
+static void get(const char *name, void *slot)
+{
+    void *fn = NULL;
+    CUdriverProcAddressQueryResult st;
+    if (drv.get_proc(name, &fn, 13000, CU_GET_PROC_ADDRESS_DEFAULT, &st) == CUDA_SUCCESS)
+        memcpy(slot, &fn, sizeof(fn));
+    lookups++;
+}
+
+static void load(void)
+{
+    void *h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_GLOBAL);
+    void *gp = h ? dlsym(h, "cuGetProcAddress_v2") : NULL;
+    if (!gp) {
+        load_error = cudaErrorInsufficientDriver;
+        return;
+    }
+    memcpy(&drv.get_proc, &gp, sizeof(gp));
+    get("cuInit", &drv.init);
+    get("cuDevicePrimaryCtxRetain", &drv.primary_retain);
+    get("cuDevicePrimaryCtxReset", &drv.primary_reset);
+    get("cuCtxSetCurrent", &drv.ctx_set);
+    get("cuCtxSynchronize", &drv.ctx_sync);
+    get("cuMemAlloc", &drv.mem_alloc);
+    get("cuMemAllocPitch", &drv.mem_alloc_pitch);
+    get("cuMemAllocManaged", &drv.mem_alloc_managed);
+    get("cuMemFree", &drv.mem_free);
+    get("cuMemHostAlloc", &drv.host_alloc);
+    get("cuMemFreeHost", &drv.host_free);
+    get("cuMemHostGetDevicePointer", &drv.host_dev_ptr);
+    get("cuMemGetInfo", &drv.get_info);
+    get("cuMemGetAddressRange", &drv.addr_range);
+    get("cuStreamCreate", &drv.stream_create);
+    get("cuStreamDestroy", &drv.stream_destroy);
+    get("cuStreamSynchronize", &drv.stream_sync);
+    get("cuEventCreate", &drv.event_create);
+    get("cuEventRecord", &drv.event_record);
+    get("cuEventQuery", &drv.event_query);
+    get("cuEventSynchronize", &drv.event_sync);
+    get("cuEventDestroy", &drv.event_destroy);
+    get("fakecuLaunchFill", &drv.launch_fill);
+    if (!drv.init || drv.init(0) != CUDA_SUCCESS)
+        load_error = cudaErrorInitializationError;
+}
+
+static cudaError_t map(CUresult r)
+{
+    switch (r) {
+    case CUDA_SUCCESS: return cudaSuccess;
+    case CUDA_ERROR_OUT_OF_MEMORY: return cudaErrorMemoryAllocation;
+    case CUDA_ERROR_NOT_READY: return cudaErrorNotReady;
+    case CUDA_ERROR_INVALID_DEVICE: return cudaErrorInvalidDevice;
+    case CUDA_ERROR_NOT_FOUND: return cudaErrorInvalidValue;
+    default: return cudaErrorInvalidValue;
+    }
+}
+
+/* Make the current device's primary context current, as cudart does lazily. */
+static cudaError_t ready(void)
+{
+    pthread_once(&once, load);
+    if (load_error != cudaSuccess)
+        return last_error = load_error;
+    CUcontext ctx;
+    CUresult r = drv.primary_retain(&ctx, device);
+    if (r == CUDA_SUCCESS)
+        r = drv.ctx_set(ctx);
+    return r == CUDA_SUCCESS ? cudaSuccess : (last_error = map(r));
+}
+
+#define CALL(expr)                                   \
+    do {                                             \
+        cudaError_t e_ = ready();                    \
+        if (e_ != cudaSuccess)                       \
+            return e_;                               \
+        CUresult r_ = (expr);                        \
+        if (r_ != CUDA_SUCCESS && r_ != CUDA_ERROR_NOT_READY) \
+            last_error = map(r_);                    \
+        return map(r_);                              \
+    } while (0)
+
+RT_EXPORT cudaError_t cudaMalloc(void **p, size_t n) { CALL(drv.mem_alloc((CUdeviceptr *)p, n)); }
+RT_EXPORT cudaError_t cudaFree(void *p) { CALL(drv.mem_free((CUdeviceptr)(uintptr_t)p)); }
+RT_EXPORT cudaError_t cudaMallocPitch(void **p, size_t *pitch, size_t w, size_t h)
+{
+    CALL(drv.mem_alloc_pitch((CUdeviceptr *)p, pitch, w, h, 4));
+}
+RT_EXPORT cudaError_t cudaMallocManaged(void **p, size_t n, unsigned flags)
+{
+    CALL(drv.mem_alloc_managed((CUdeviceptr *)p, n, flags));
+}
+RT_EXPORT cudaError_t cudaHostAlloc(void **p, size_t n, unsigned flags) { CALL(drv.host_alloc(p, n, flags)); }
+RT_EXPORT cudaError_t cudaMallocHost(void **p, size_t n) { CALL(drv.host_alloc(p, n, 0)); }
+RT_EXPORT cudaError_t cudaFreeHost(void *p) { CALL(drv.host_free(p)); }
+RT_EXPORT cudaError_t cudaHostGetDevicePointer(void **d, void *p, unsigned flags)
+{
+    CALL(drv.host_dev_ptr((CUdeviceptr *)d, p, flags));
+}
+RT_EXPORT cudaError_t cudaMemGetInfo(size_t *f, size_t *t) { CALL(drv.get_info(f, t)); }
+RT_EXPORT cudaError_t cudaDeviceSynchronize(void) { CALL(drv.ctx_sync()); }
+RT_EXPORT cudaError_t cudaDeviceReset(void) { CALL(drv.primary_reset(device)); }
+RT_EXPORT cudaError_t cudaStreamCreate(cudaStream_t *s) { CALL(drv.stream_create((CUstream *)s, 0)); }
+RT_EXPORT cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags)
+{
+    CALL(drv.stream_create((CUstream *)s, flags));
+}
+RT_EXPORT cudaError_t cudaStreamDestroy(cudaStream_t s) { CALL(drv.stream_destroy((CUstream)s)); }
+RT_EXPORT cudaError_t cudaStreamSynchronize(cudaStream_t s) { CALL(drv.stream_sync((CUstream)s)); }
+RT_EXPORT cudaError_t cudaEventCreate(cudaEvent_t *e) { CALL(drv.event_create((CUevent *)e, 0)); }
+RT_EXPORT cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags)
+{
+    CALL(drv.event_create((CUevent *)e, flags));
+}
+RT_EXPORT cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) { CALL(drv.event_record((CUevent)e, (CUstream)s)); }
+RT_EXPORT cudaError_t cudaEventQuery(cudaEvent_t e) { CALL(drv.event_query((CUevent)e)); }
+RT_EXPORT cudaError_t cudaEventSynchronize(cudaEvent_t e) { CALL(drv.event_sync((CUevent)e)); }
+RT_EXPORT cudaError_t cudaEventDestroy(cudaEvent_t e) { CALL(drv.event_destroy((CUevent)e)); }
+
+RT_EXPORT cudaError_t cudaSetDevice(int d)
+{
+    if (d < 0 || d > 1)
+        return last_error = cudaErrorInvalidDevice;
+    device = d;
+    return ready();
+}
+RT_EXPORT cudaError_t cudaGetDevice(int *d)
+{
+    *d = device;
+    return cudaSuccess;
+}
+RT_EXPORT cudaError_t cudaGetDeviceCount(int *n)
+{
+    *n = 2;
+    return cudaSuccess;
+}
+RT_EXPORT cudaError_t cudaGetLastError(void)
+{
+    cudaError_t e = last_error;
+    last_error = cudaSuccess;
+    return e;
+}
+RT_EXPORT const char *cudaGetErrorString(cudaError_t e)
+{
+    return e == cudaSuccess ? "no error" : e == cudaErrorMemoryAllocation ? "out of memory" : "fake cudart error";
+}
+
+/* Stream-ordered allocation: the fake serves it synchronously. */
+RT_EXPORT cudaError_t cudaMallocAsync(void **p, size_t n, cudaStream_t s)
+{
+    (void)s;
+    return cudaMalloc(p, n);
+}
+RT_EXPORT cudaError_t cudaFreeAsync(void *p, cudaStream_t s)
+{
+    (void)s;
+    return cudaFree(p);
+}
+
+RT_EXPORT cudaError_t cudaGetDriverEntryPointByVersion(const char *symbol, void **fn, unsigned version,
+                                                       unsigned long long flags,
+                                                       enum cudaDriverEntryPointQueryResult *status)
+{
+    cudaError_t e = ready();
+    if (e != cudaSuccess)
+        return e;
+    CUdriverProcAddressQueryResult st;
+    CUresult r = drv.get_proc(symbol, fn, (int)version, flags, &st);
+    if (status)
+        *status = r == CUDA_SUCCESS ? cudaDriverEntryPointSuccess : cudaDriverEntryPointSymbolNotFound;
+    return map(r);
+}
+
+RT_EXPORT cudaError_t cudaGetDriverEntryPoint(const char *symbol, void **fn, unsigned long long flags,
+                                              enum cudaDriverEntryPointQueryResult *status)
+{
+    return cudaGetDriverEntryPointByVersion(symbol, fn, 13000, flags, status);
+}
+
+/* ---- fake-only ------------------------------------------------------------ */
+
+/* A "kernel" on stream s that fills bytes at dst with value after delay_us. */
+RT_EXPORT cudaError_t fakecudaLaunchFill(cudaStream_t s, void *dst, int value, size_t bytes, unsigned delay_us)
+{
+    CALL(drv.launch_fill((CUstream)s, (CUdeviceptr)(uintptr_t)dst, value, bytes, delay_us));
+}
+
+RT_EXPORT uint64_t fakecudaDriverLookups(void) { return lookups; }
