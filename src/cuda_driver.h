@@ -1,0 +1,27 @@
+/* The real CUDA driver's entry points the device pools use (cuda_driver.c). */
+#ifndef MEMPOOL_CUDA_DRIVER_H
+#define MEMPOOL_CUDA_DRIVER_H
+
+#include <stdbool.h>
+
+#include "cuda_abi.h"
+#include "internal.h"
+
+typedef struct mp_cuda {
+    bool loaded;
+    mp_cu_result (*init)(unsigned);
+    mp_cu_result (*mem_alloc)(mp_cu_ptr *, size_t);
+    mp_cu_result (*mem_free)(mp_cu_ptr);
+    mp_cu_result (*event_create)(mp_cu_event *, unsigned);
+    mp_cu_result (*event_record)(mp_cu_event, mp_cu_stream);
+    mp_cu_result (*event_query)(mp_cu_event);
+    mp_cu_result (*event_sync)(mp_cu_event);
+    mp_cu_result (*event_destroy)(mp_cu_event);
+    mp_cu_result (*ctx_get_device)(int *);
+} mp_cuda_t;
+
+extern mp_cuda_t mp_cuda;
+/* Load the driver once; false if there is none (or it lacks an entry point). */
+bool mp_cuda_load(void);
+
+#endif

@@ -1,0 +1,381 @@
+/*
+ * Device memory pools on the CUDA driver API (first slice: the caching
+ * core; interposition and stats output come next).
+ *
+ * Size classes: 512 B, then 4 per doubling (waste <= 25%; the quarter
+ * spacing of the host pools).  Requests above MEMPOOL_DEVICE_MAX_BLOCK_SIZE
+ * are served unpooled.  Each device has its own pool.
+ *
+ * Reuse never races the device: a freed block first joins the device's
+ * pending list; the next allocation that needs a block records ONE event
+ * on the legacy default stream for the whole pending batch (a shared
+ * fence: recording later than the free is safe, it only waits for more
+ * work) and only blocks whose fence has completed (cuEventQuery, never a
+ * host sync on the way to a hit) are handed out again.  The legacy stream
+ * orders after every blocking stream, so its event covers the legacy,
+ * per-thread and blocking streams; non-blocking streams need their own
+ * events (to come with the stream-creation hooks).
+ *
+ * Out of memory: free every cached block (cuMemFree waits for the work
+ * still using them), retry once, and only then return
+ * CUDA_ERROR_OUT_OF_MEMORY.
+ */
+#include <pthread.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "cuda_driver.h"
+#include "device_pool.h"
+
+#define LIVE_BUCKETS 65536
+
+typedef struct dblock {
+    mp_cu_ptr ptr;
+    size_t size; /* class size, or the request when unpooled */
+    int cls;     /* -1: unpooled */
+    int dev;
+    struct dblock *next;
+} dblock_t;
+
+typedef struct batch {
+    mp_cu_event event;
+    dblock_t *blocks;
+    struct batch *next;
+} batch_t;
+
+typedef struct dev_pool {
+    pthread_mutex_t lock;
+    dblock_t *ready[MP_DEV_CLASSES];
+    dblock_t *pending;
+    batch_t *fenced;        /* newest first */
+    mp_cu_event spare[64];  /* event pool */
+    unsigned nspare;
+    mp_device_stats_t st;
+} dev_pool_t;
+
+static dev_pool_t pools[MP_DEV_MAX];
+static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
+static dblock_t *live[LIVE_BUCKETS];
+static pthread_mutex_t slab_lock = PTHREAD_MUTEX_INITIALIZER;
+static void *free_recs; /* dblock_t and batch_t records, one size */
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+typedef union rec {
+    dblock_t b;
+    batch_t f;
+    union rec *next_free;
+} rec_t;
+
+static void init(void)
+{
+    for (int d = 0; d < MP_DEV_MAX; d++)
+        pthread_mutex_init(&pools[d].lock, NULL);
+}
+
+static void *rec_new(void)
+{
+    pthread_mutex_lock(&slab_lock);
+    if (free_recs == NULL) {
+        size_t n = 65536 / sizeof(rec_t);
+        rec_t *slab = mmap(NULL, n * sizeof(rec_t), PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (slab == MAP_FAILED) {
+            pthread_mutex_unlock(&slab_lock);
+            return NULL;
+        }
+        for (size_t i = 0; i < n; i++) {
+            slab[i].next_free = free_recs;
+            free_recs = &slab[i];
+        }
+    }
+    rec_t *r = free_recs;
+    free_recs = r->next_free;
+    pthread_mutex_unlock(&slab_lock);
+    memset(r, 0, sizeof(*r));
+    return r;
+}
+
+static void rec_free(void *p)
+{
+    rec_t *r = p;
+    pthread_mutex_lock(&slab_lock);
+    r->next_free = free_recs;
+    free_recs = r;
+    pthread_mutex_unlock(&slab_lock);
+}
+
+int mp_device_class_of(size_t size, size_t *class_size)
+{
+    if (size <= 512) {
+        *class_size = 512;
+        return 0;
+    }
+    unsigned lg = 63u - (unsigned)__builtin_clzll((unsigned long long)(size - 1));
+    size_t step = (size_t)1 << (lg - 2);
+    size_t k = (size - 1 - ((size_t)1 << lg)) / step;
+    *class_size = ((size_t)1 << lg) + (k + 1) * step;
+    return 1 + (int)(lg - 9) * 4 + (int)k;
+}
+
+static unsigned live_hash(mp_cu_ptr p) { return (unsigned)((p >> 8) * 2654435761u) % LIVE_BUCKETS; }
+
+static void live_add(dblock_t *b)
+{
+    unsigned h = live_hash(b->ptr);
+    pthread_mutex_lock(&live_lock);
+    b->next = live[h];
+    live[h] = b;
+    pthread_mutex_unlock(&live_lock);
+}
+
+static dblock_t *live_take(mp_cu_ptr p)
+{
+    unsigned h = live_hash(p);
+    pthread_mutex_lock(&live_lock);
+    dblock_t **pp = &live[h];
+    while (*pp && (*pp)->ptr != p)
+        pp = &(*pp)->next;
+    dblock_t *b = *pp;
+    if (b)
+        *pp = b->next;
+    pthread_mutex_unlock(&live_lock);
+    if (b)
+        b->next = NULL;
+    return b;
+}
+
+static void max_update(int64_t *peak, int64_t v)
+{
+    if (v > *peak)
+        *peak = v;
+}
+
+/* Blocks whose fence completed become ready (pool locked); never waits. */
+static void collect(dev_pool_t *pl)
+{
+    batch_t **pp = &pl->fenced;
+    while (*pp) {
+        batch_t *f = *pp;
+        mp_cu_result r = mp_cuda.event_query(f->event);
+        if (r == MP_CUDA_ERROR_NOT_READY) {
+            pl->st.fences_pending++;
+            pp = &f->next;
+            continue;
+        }
+        /* Done (or the event failed: then the context is gone and so is
+         * the work that could race us). */
+        while (f->blocks) {
+            dblock_t *b = f->blocks;
+            f->blocks = b->next;
+            b->next = pl->ready[b->cls];
+            pl->ready[b->cls] = b;
+        }
+        if (pl->nspare < sizeof(pl->spare) / sizeof(pl->spare[0]))
+            pl->spare[pl->nspare++] = f->event;
+        else
+            mp_cuda.event_destroy(f->event);
+        *pp = f->next;
+        rec_free(f);
+    }
+}
+
+/* Put the pending blocks behind one new fence (pool locked). */
+static void fence_pending(dev_pool_t *pl)
+{
+    if (pl->pending == NULL)
+        return;
+    batch_t *f = rec_new();
+    mp_cu_event ev = NULL;
+    if (f != NULL) {
+        if (pl->nspare)
+            ev = pl->spare[--pl->nspare];
+        else if (mp_cuda.event_create(&ev, MP_CU_EVENT_DISABLE_TIMING) != MP_CUDA_SUCCESS)
+            ev = NULL;
+    }
+    if (ev == NULL || mp_cuda.event_record(ev, NULL) != MP_CUDA_SUCCESS) {
+        /* No fence possible (e.g. during stream capture): keep them pending. */
+        if (ev)
+            mp_cuda.event_destroy(ev);
+        if (f)
+            rec_free(f);
+        return;
+    }
+    pl->st.fences_recorded++;
+    f->event = ev;
+    f->blocks = pl->pending;
+    pl->pending = NULL;
+    f->next = pl->fenced;
+    pl->fenced = f;
+}
+
+static dblock_t *pop_ready(dev_pool_t *pl, int cls)
+{
+    dblock_t *b = pl->ready[cls];
+    if (b)
+        pl->ready[cls] = b->next;
+    return b;
+}
+
+static size_t free_chain(dev_pool_t *pl, dblock_t *b)
+{
+    size_t freed = 0;
+    while (b) {
+        dblock_t *next = b->next;
+        mp_cuda.mem_free(b->ptr); /* cuMemFree waits for the device's work */
+        freed += b->size;
+        pl->st.reserved -= (int64_t)b->size;
+        pl->st.cached -= (int64_t)b->size;
+        pl->st.trims++;
+        rec_free(b);
+        b = next;
+    }
+    return freed;
+}
+
+/* Free every cached block of a pool, pending and fenced ones too (pool
+ * locked): cuMemFree waits for the device, so no block is freed under a
+ * running kernel.  Returns bytes freed. */
+static size_t release_cached(dev_pool_t *pl)
+{
+    size_t freed = free_chain(pl, pl->pending);
+    pl->pending = NULL;
+    while (pl->fenced) {
+        batch_t *f = pl->fenced;
+        pl->fenced = f->next;
+        freed += free_chain(pl, f->blocks);
+        mp_cuda.event_destroy(f->event);
+        rec_free(f);
+    }
+    for (int c = 0; c < MP_DEV_CLASSES; c++) {
+        freed += free_chain(pl, pl->ready[c]);
+        pl->ready[c] = NULL;
+    }
+    return freed;
+}
+
+mp_cu_result mp_device_alloc(mp_cu_ptr *out, size_t size)
+{
+    pthread_once(&once, init);
+    if (!mp_cuda_load())
+        return MP_CUDA_ERROR_NOT_INITIALIZED;
+    int dev = 0;
+    if (mp_cuda.ctx_get_device(&dev) != MP_CUDA_SUCCESS || dev < 0 || dev >= MP_DEV_MAX)
+        return MP_CUDA_ERROR_NOT_INITIALIZED; /* the caller passes it through */
+    dev_pool_t *pl = &pools[dev];
+    size_t csize = size;
+    int cls = size > mp_opt(MP_OPT_DEVICE_MAX_BLOCK_SIZE) ? -1 : mp_device_class_of(size, &csize);
+    dblock_t *b = NULL;
+    pthread_mutex_lock(&pl->lock);
+    pl->st.requests++;
+    pl->st.req_bytes += size;
+    if (cls >= 0) {
+        b = pop_ready(pl, cls);
+        if (b == NULL && (pl->fenced || pl->pending)) {
+            collect(pl);
+            b = pop_ready(pl, cls);
+            if (b == NULL && pl->pending) {
+                fence_pending(pl);
+                collect(pl); /* an idle device completes it at once */
+                b = pop_ready(pl, cls);
+            }
+        }
+        if (b) {
+            pl->st.hits++;
+            pl->st.cached -= (int64_t)b->size;
+        }
+    }
+    pthread_mutex_unlock(&pl->lock);
+
+    if (b == NULL) {
+        mp_cu_ptr p = 0;
+        mp_cu_result r = mp_cuda.mem_alloc(&p, csize);
+        if (r == MP_CUDA_ERROR_OUT_OF_MEMORY) {
+            pthread_mutex_lock(&pl->lock);
+            pl->st.oom_retries++;
+            release_cached(pl);
+            pthread_mutex_unlock(&pl->lock);
+            r = mp_cuda.mem_alloc(&p, csize);
+        }
+        pthread_mutex_lock(&pl->lock);
+        if (r != MP_CUDA_SUCCESS) {
+            if (r == MP_CUDA_ERROR_OUT_OF_MEMORY)
+                pl->st.ooms++;
+            pthread_mutex_unlock(&pl->lock);
+            return r;
+        }
+        b = rec_new();
+        if (b == NULL) { /* no record: hand out unpooled */
+            pthread_mutex_unlock(&pl->lock);
+            mp_cuda.mem_free(p);
+            return MP_CUDA_ERROR_OUT_OF_MEMORY;
+        }
+        b->ptr = p;
+        b->size = csize;
+        b->cls = cls;
+        b->dev = dev;
+        if (cls >= 0)
+            pl->st.misses++;
+        else
+            pl->st.unpooled++;
+        pl->st.reserved += (int64_t)csize;
+        max_update(&pl->st.reserved_peak, pl->st.reserved);
+        pthread_mutex_unlock(&pl->lock);
+    }
+    pthread_mutex_lock(&pl->lock);
+    pl->st.in_use += (int64_t)b->size;
+    max_update(&pl->st.in_use_peak, pl->st.in_use);
+    pthread_mutex_unlock(&pl->lock);
+    live_add(b);
+    *out = b->ptr;
+    return MP_CUDA_SUCCESS;
+}
+
+int mp_device_free(mp_cu_ptr p)
+{
+    if (p == 0)
+        return 1;
+    dblock_t *b = live_take(p);
+    if (b == NULL)
+        return 0; /* not ours: the caller forwards to the driver */
+    dev_pool_t *pl = &pools[b->dev];
+    pthread_mutex_lock(&pl->lock);
+    pl->st.releases++;
+    pl->st.in_use -= (int64_t)b->size;
+    if (b->cls < 0) {
+        pl->st.reserved -= (int64_t)b->size;
+        pthread_mutex_unlock(&pl->lock);
+        mp_cuda.mem_free(b->ptr); /* waits for the device, as the program expects */
+        rec_free(b);
+        return 1;
+    }
+    b->next = pl->pending;
+    pl->pending = b;
+    pl->st.cached += (int64_t)b->size;
+    uint64_t limit = mp_opt(MP_OPT_DEVICE_CACHE_LIMIT);
+    if (limit && (uint64_t)pl->st.cached > limit)
+        release_cached(pl); /* cuMemFree itself waits for the device */
+    pthread_mutex_unlock(&pl->lock);
+    return 1;
+}
+
+size_t mp_device_trim(int dev)
+{
+    if (dev < 0 || dev >= MP_DEV_MAX || !mp_cuda.loaded)
+        return 0;
+    dev_pool_t *pl = &pools[dev];
+    pthread_mutex_lock(&pl->lock);
+    size_t freed = release_cached(pl);
+    pthread_mutex_unlock(&pl->lock);
+    return freed;
+}
+
+void mp_device_stats(int dev, mp_device_stats_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (dev < 0 || dev >= MP_DEV_MAX)
+        return;
+    pthread_once(&once, init);
+    pthread_mutex_lock(&pools[dev].lock);
+    *out = pools[dev].st;
+    pthread_mutex_unlock(&pools[dev].lock);
+}

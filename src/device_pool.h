@@ -1,0 +1,31 @@
+/* Device memory pools on the CUDA driver API (device_pool.c). */
+#ifndef MEMPOOL_DEVICE_POOL_H
+#define MEMPOOL_DEVICE_POOL_H
+
+#include "cuda_abi.h"
+#include "internal.h"
+
+#define MP_DEV_MAX 16
+#define MP_DEV_CLASSES (1 + 4 * 31) /* 512 B .. 2^40 B */
+
+typedef struct mp_device_stats {
+    uint64_t requests, hits, misses, unpooled, releases, req_bytes, trims;
+    uint64_t fences_recorded, fences_pending, oom_retries, ooms;
+    int64_t in_use, in_use_peak, reserved, reserved_peak, cached;
+} mp_device_stats_t;
+
+/* Size class of a device request: index, and the class size in *class_size
+ * (512 B, then 4 classes per doubling). */
+int mp_device_class_of(size_t size, size_t *class_size);
+/* Allocate on the current context's device: a cached block whose fence has
+ * completed, else cuMemAlloc (after releasing the cache once on OOM).
+ * Returns the driver's CUresult; MP_CUDA_ERROR_NOT_INITIALIZED when there is
+ * no usable driver or context (the caller passes the request through). */
+mp_cu_result mp_device_alloc(mp_cu_ptr *out, size_t size);
+/* 1 if p was ours (now cached or freed), 0 if the driver should free it. */
+int mp_device_free(mp_cu_ptr p);
+/* Free every cached block of a device; returns bytes freed. */
+size_t mp_device_trim(int dev);
+void mp_device_stats(int dev, mp_device_stats_t *out);
+
+#endif

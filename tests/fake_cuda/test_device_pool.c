@@ -1,0 +1,220 @@
+/* Device pools on the fake driver: hits after an idle free, no reuse while
+ * a kernel that was running at free time still runs (legacy, blocking and
+ * per-thread streams), OOM release-and-retry, limits, unpooled sizes, two
+ * devices, foreign pointers. */
+#include <cuda.h>
+#include <dlfcn.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "check_main.h"
+#include "device_pool.h"
+#include "fake_cuda/fake_cuda.h"
+
+static struct {
+    CUresult (*init)(unsigned);
+    CUresult (*retain)(CUcontext *, CUdevice);
+    CUresult (*set_current)(CUcontext);
+    CUresult (*stream_create)(CUstream *, unsigned);
+    CUresult (*launch)(CUstream, CUdeviceptr, int, size_t, unsigned);
+    void (*counters)(fake_cuda_counters_t *);
+    void (*set_capacity)(int, size_t);
+    size_t (*used)(int);
+} fk;
+
+static void use_device(int d)
+{
+    CUcontext ctx;
+    ck_assert_int_eq(fk.retain(&ctx, d), CUDA_SUCCESS);
+    ck_assert_int_eq(fk.set_current(ctx), CUDA_SUCCESS);
+}
+
+static void start(void)
+{
+    setenv("MEMPOOL_HOST_RESERVE", "64G", 0);
+    ck_assert_int_eq(mp_init(), MP_STATE_READY);
+    void *h = dlopen("libcuda.so.1", RTLD_NOW);
+    ck_assert_ptr_nonnull(h);
+    *(void **)&fk.init = dlsym(h, "cuInit");
+    *(void **)&fk.retain = dlsym(h, "cuDevicePrimaryCtxRetain");
+    *(void **)&fk.set_current = dlsym(h, "cuCtxSetCurrent");
+    *(void **)&fk.stream_create = dlsym(h, "cuStreamCreate");
+    *(void **)&fk.launch = dlsym(h, "fakecuLaunchFill");
+    *(void **)&fk.counters = dlsym(h, "fakecuCounters");
+    *(void **)&fk.set_capacity = dlsym(h, "fakecuSetCapacity");
+    *(void **)&fk.used = dlsym(h, "fakecuUsed");
+    ck_assert_ptr_nonnull(fk.used);
+    fk.init(0);
+    use_device(0);
+}
+
+static fake_cuda_counters_t counters(void)
+{
+    fake_cuda_counters_t c;
+    fk.counters(&c);
+    return c;
+}
+
+static mp_device_stats_t stats(int dev)
+{
+    mp_device_stats_t s;
+    mp_device_stats(dev, &s);
+    return s;
+}
+
+START_TEST(class_sizes)
+{
+    size_t cs;
+    ck_assert_int_eq(mp_device_class_of(1, &cs), 0);
+    ck_assert_uint_eq(cs, 512);
+    ck_assert_int_eq(mp_device_class_of(513, &cs), 1);
+    ck_assert_uint_eq(cs, 640);
+    ck_assert_int_eq(mp_device_class_of(1024, &cs), 4);
+    ck_assert_uint_eq(cs, 1024);
+    int prev = 0;
+    for (size_t s = 1; s < ((size_t)1 << 34); s = s * 17 / 16 + 1) {
+        int c = mp_device_class_of(s, &cs);
+        ck_assert_uint_ge(cs, s);
+        ck_assert(s <= 512 || (cs - s) * 4 <= s); /* waste < 25% */
+        ck_assert_int_ge(c, prev);
+        ck_assert_int_lt(c, MP_DEV_CLASSES);
+        prev = c;
+    }
+}
+END_TEST
+
+START_TEST(idle_free_then_alloc_is_a_hit)
+{
+    start();
+    CUdeviceptr a = 0, b = 0;
+    ck_assert_int_eq(mp_device_alloc(&a, 1000), CUDA_SUCCESS);
+    ck_assert_int_eq(mp_device_free(a), 1);
+    ck_assert_int_eq(mp_device_alloc(&b, 900), CUDA_SUCCESS); /* same 1 KiB class */
+    ck_assert_uint_eq(a, b);
+    ck_assert_uint_eq(counters().mem_alloc, 1);
+    ck_assert_uint_eq(counters().mem_free, 0);
+    mp_device_stats_t s = stats(0);
+    ck_assert_uint_eq(s.hits, 1);
+    ck_assert_uint_eq(s.misses, 1);
+    ck_assert_uint_eq(s.fences_recorded, 1);
+    ck_assert_int_eq(s.in_use, 1024);
+    ck_assert_int_eq(s.reserved, 1024);
+}
+END_TEST
+
+/* A kernel writes A for 80 ms; A is freed at once: the next allocation must
+ * not get A until the kernel is done, or the kernel would overwrite it. */
+static void reuse_waits_on(CUstream stream)
+{
+    start();
+    CUdeviceptr a = 0, b = 0, c = 0;
+    ck_assert_int_eq(mp_device_alloc(&a, 4096), CUDA_SUCCESS);
+    ck_assert_int_eq(fk.launch(stream, a, 0x11, 4096, 80000), CUDA_SUCCESS);
+    ck_assert_int_eq(mp_device_free(a), 1);
+    ck_assert_int_eq(mp_device_alloc(&b, 4096), CUDA_SUCCESS);
+    ck_assert_uint_ne(a, b);
+    memset((void *)(uintptr_t)b, 0x22, 4096);
+    usleep(150000);
+    ck_assert_uint_eq(((unsigned char *)(uintptr_t)b)[0], 0x22); /* untouched */
+    ck_assert_uint_eq(((unsigned char *)(uintptr_t)a)[4095], 0x11);
+    ck_assert_int_eq(mp_device_alloc(&c, 4096), CUDA_SUCCESS);
+    ck_assert_uint_eq(c, a); /* fence done: reused */
+    ck_assert_uint_ge(stats(0).fences_pending, 1);
+}
+
+START_TEST(reuse_waits_for_legacy_stream)
+{
+    reuse_waits_on(NULL);
+}
+END_TEST
+
+START_TEST(reuse_waits_for_blocking_stream)
+{
+    start();
+    CUstream s;
+    ck_assert_int_eq(fk.stream_create(&s, 0), CUDA_SUCCESS);
+    reuse_waits_on(s);
+}
+END_TEST
+
+START_TEST(reuse_waits_for_per_thread_stream)
+{
+    reuse_waits_on(CU_STREAM_PER_THREAD);
+}
+END_TEST
+
+START_TEST(oom_releases_cache_and_retries)
+{
+    start();
+    fk.set_capacity(0, 1 << 20);
+    CUdeviceptr a = 0, b = 0;
+    ck_assert_int_eq(mp_device_alloc(&a, 600 << 10), CUDA_SUCCESS); /* class 640 KiB */
+    ck_assert_int_eq(mp_device_free(a), 1);                          /* cached */
+    ck_assert_int_eq(mp_device_alloc(&b, 700 << 10), CUDA_SUCCESS); /* 768 KiB: OOM, release, retry */
+    mp_device_stats_t s = stats(0);
+    ck_assert_uint_eq(s.oom_retries, 1);
+    ck_assert_uint_eq(s.ooms, 0);
+    ck_assert_uint_eq(s.trims, 1);
+    ck_assert_uint_eq(fk.used(0), 768 << 10);
+    CUdeviceptr c = 0;
+    ck_assert_int_eq(mp_device_alloc(&c, 2 << 20), CUDA_ERROR_OUT_OF_MEMORY);
+    ck_assert_uint_eq(stats(0).ooms, 1);
+}
+END_TEST
+
+START_TEST(cache_limit_and_unpooled)
+{
+    setenv("MEMPOOL_DEVICE_CACHE_LIMIT", "4096", 1);
+    setenv("MEMPOOL_DEVICE_MAX_BLOCK_SIZE", "1M", 1);
+    start();
+    CUdeviceptr a = 0, b = 0, big = 0;
+    ck_assert_int_eq(mp_device_alloc(&a, 4096), CUDA_SUCCESS);
+    ck_assert_int_eq(mp_device_alloc(&b, 4096), CUDA_SUCCESS);
+    ck_assert_int_eq(mp_device_free(a), 1);
+    ck_assert_int_eq(mp_device_free(b), 1); /* over the limit: cache released */
+    ck_assert_uint_eq(stats(0).trims, 2);
+    ck_assert_uint_eq(fk.used(0), 0);
+    ck_assert_int_eq(mp_device_alloc(&big, 2 << 20), CUDA_SUCCESS);
+    ck_assert_uint_eq(stats(0).unpooled, 1);
+    ck_assert_int_eq(mp_device_free(big), 1);
+    ck_assert_uint_eq(fk.used(0), 0); /* freed at once */
+}
+END_TEST
+
+START_TEST(two_devices_and_foreign_pointers)
+{
+    start();
+    use_device(1);
+    CUdeviceptr a = 0;
+    ck_assert_int_eq(mp_device_alloc(&a, 5000), CUDA_SUCCESS);
+    ck_assert_uint_eq(fk.used(1), 5120);
+    ck_assert_uint_eq(fk.used(0), 0);
+    ck_assert_uint_eq(stats(1).misses, 1);
+    ck_assert_uint_eq(stats(0).misses, 0);
+    use_device(0);
+    ck_assert_int_eq(mp_device_free(a), 1); /* freed from another device's context */
+    ck_assert_int_eq(stats(1).in_use, 0);
+    ck_assert_int_eq(mp_device_free((CUdeviceptr)0x1234), 0);
+    ck_assert_int_eq(mp_device_free(0), 1);
+    ck_assert_uint_eq(mp_device_trim(1), 5120);
+    ck_assert_uint_eq(fk.used(1), 0);
+}
+END_TEST
+
+static Suite *device_suite(void)
+{
+    Suite *s = suite_create("device_pool");
+    TCase *tc = tcase_create("pool");
+    tcase_add_test(tc, class_sizes);
+    tcase_add_test(tc, idle_free_then_alloc_is_a_hit);
+    tcase_add_test(tc, reuse_waits_for_legacy_stream);
+    tcase_add_test(tc, reuse_waits_for_blocking_stream);
+    tcase_add_test(tc, reuse_waits_for_per_thread_stream);
+    tcase_add_test(tc, oom_releases_cache_and_retries);
+    tcase_add_test(tc, cache_limit_and_unpooled);
+    tcase_add_test(tc, two_devices_and_foreign_pointers);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+MP_CHECK_MAIN(device_suite)
