@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cuda_driver.h"
+#include "cuda_hooks.h"
 
 mp_cuda_t mp_cuda;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -17,7 +18,8 @@ typedef mp_cu_result (*get_proc_fn)(const char *, void **, int, uint64_t, int *)
 static void load(void)
 {
     void *h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
-    void *gp = h ? dlsym(h, "cuGetProcAddress_v2") : NULL;
+    /* glibc's dlsym: ours would hand back our own cuGetProcAddress. */
+    void *gp = h ? mp_real_dlsym()(h, "cuGetProcAddress_v2") : NULL;
     if (gp == NULL) {
         mp_log(MP_LOG_INFO, "libcuda.so.1 not usable: %s", h ? "no cuGetProcAddress_v2" : dlerror());
         return;

@@ -1,0 +1,95 @@
+/*
+ * dlsym, cuGetProcAddress(_v2) and cudaGetDriverEntryPoint(ByVersion):
+ * how binaries (statically linked cudart above all) find the CUDA entry
+ * points.  Each calls the real function, then lets the core swap in our
+ * wrapper for the memory functions (src/cuda_hooks.c).
+ */
+#include <dlfcn.h>
+#include <stdint.h>
+
+#include "cuda_hooks.h"
+
+#define MP_EXPORT __attribute__((visibility("default")))
+#pragma GCC diagnostic ignored "-Wmissing-prototypes"
+
+/* Every other lookup must reach glibc from our caller's frame: dlsym with
+ * RTLD_NEXT resolves relative to its return address, so this is a tail
+ * call (checked by tests/fake_cuda/test_cuda_preload.c). */
+#if defined(__clang__)
+#define MP_TAIL __attribute__((musttail))
+#define MP_TAIL_FN
+#else
+#define MP_TAIL
+#define MP_TAIL_FN __attribute__((optimize("O2", "optimize-sibling-calls")))
+#endif
+
+MP_EXPORT MP_TAIL_FN void *dlsym(void *handle, const char *name)
+{
+    if (mp_unlikely(handle != RTLD_NEXT && mp_cuda_name_maybe(name)))
+        return mp_cuda_dlsym(handle, name);
+    mp_dlsym_fn real = mp_real_dlsym();
+    MP_TAIL return real(handle, name);
+}
+
+typedef int (*proc_v2_fn)(const char *, void **, int, uint64_t, int *);
+typedef int (*proc_v1_fn)(const char *, void **, int, uint64_t);
+
+MP_EXPORT int cuGetProcAddress_v2(const char *symbol, void **pfn, int version, uint64_t flags, int *status)
+{
+    mp_hook_count(MP_HOOK_cuGetProcAddress_v2);
+    proc_v2_fn real;
+    void *r = mp_hook_real(MP_HOOK_cuGetProcAddress_v2);
+    if (r == NULL)
+        return MP_CUDA_ERROR_NOT_INITIALIZED;
+    __builtin_memcpy(&real, &r, sizeof(r));
+    int rc = real(symbol, pfn, version, flags, status);
+    if (rc == MP_CUDA_SUCCESS && pfn)
+        *pfn = mp_cuda_proc_answer(symbol, *pfn, version);
+    return rc;
+}
+
+MP_EXPORT int cuGetProcAddress(const char *symbol, void **pfn, int version, uint64_t flags)
+{
+    mp_hook_count(MP_HOOK_cuGetProcAddress);
+    proc_v1_fn real;
+    void *r = mp_hook_real(MP_HOOK_cuGetProcAddress);
+    if (r == NULL)
+        return MP_CUDA_ERROR_NOT_INITIALIZED;
+    __builtin_memcpy(&real, &r, sizeof(r));
+    int rc = real(symbol, pfn, version, flags);
+    if (rc == MP_CUDA_SUCCESS && pfn)
+        *pfn = mp_cuda_proc_answer(symbol, *pfn, version);
+    return rc;
+}
+
+typedef int (*entry_fn)(const char *, void **, unsigned long long, int *);
+typedef int (*entry_v_fn)(const char *, void **, unsigned, unsigned long long, int *);
+
+MP_EXPORT int cudaGetDriverEntryPoint(const char *symbol, void **fn, unsigned long long flags, int *status)
+{
+    mp_hook_count(MP_HOOK_cudaGetDriverEntryPoint);
+    entry_fn real;
+    void *r = mp_hook_real(MP_HOOK_cudaGetDriverEntryPoint);
+    if (r == NULL)
+        return 35; /* cudaErrorInsufficientDriver */
+    __builtin_memcpy(&real, &r, sizeof(r));
+    int rc = real(symbol, fn, flags, status);
+    if (rc == 0 && fn)
+        *fn = mp_cuda_proc_answer(symbol, *fn, 1000000); /* the runtime's own version: current */
+    return rc;
+}
+
+MP_EXPORT int cudaGetDriverEntryPointByVersion(const char *symbol, void **fn, unsigned version,
+                                               unsigned long long flags, int *status)
+{
+    mp_hook_count(MP_HOOK_cudaGetDriverEntryPointByVersion);
+    entry_v_fn real;
+    void *r = mp_hook_real(MP_HOOK_cudaGetDriverEntryPointByVersion);
+    if (r == NULL)
+        return 35;
+    __builtin_memcpy(&real, &r, sizeof(r));
+    int rc = real(symbol, fn, version, flags, status);
+    if (rc == 0 && fn)
+        *fn = mp_cuda_proc_answer(symbol, *fn, (int)version);
+    return rc;
+}

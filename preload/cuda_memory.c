@@ -1,0 +1,91 @@
+/*
+ * The CUDA allocation entry points the shim exports: device memory goes to
+ * the core (src/cuda_intercept.c); pinned, stream-ordered, managed and
+ * pitched allocations are forwarded to the real function and counted
+ * (their pools come later).  Types are the ABI's (cudaError_t and CUresult
+ * are ints), so no CUDA header is needed to build the shim.
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "cuda_hooks.h"
+
+#define MP_EXPORT __attribute__((visibility("default")))
+#pragma GCC diagnostic ignored "-Wmissing-prototypes"
+
+typedef void *stream_t;
+
+/* Forward to the real function of hook `id` with the given signature. */
+#define FORWARD(id, ret, params, args)                  \
+    do {                                                \
+        mp_hook_count(MP_HOOK_##id);                    \
+        ret(*real_) params;                             \
+        void *r_ = mp_hook_real(MP_HOOK_##id);          \
+        if (r_ == NULL)                                 \
+            return MISSING;                             \
+        memcpy(&real_, &r_, sizeof(r_));                \
+        return real_ args;                              \
+    } while (0)
+
+/* ---- runtime ---------------------------------------------------------------- */
+#define MISSING 35 /* cudaErrorInsufficientDriver */
+
+MP_EXPORT int cudaMalloc(void **p, size_t n) { return mp_cuda_rt_malloc(p, n); }
+MP_EXPORT int cudaFree(void *p) { return mp_cuda_rt_free(p); }
+MP_EXPORT int cudaMallocHost(void **p, size_t n) { FORWARD(cudaMallocHost, int, (void **, size_t), (p, n)); }
+MP_EXPORT int cudaHostAlloc(void **p, size_t n, unsigned f)
+{
+    FORWARD(cudaHostAlloc, int, (void **, size_t, unsigned), (p, n, f));
+}
+MP_EXPORT int cudaFreeHost(void *p) { FORWARD(cudaFreeHost, int, (void *), (p)); }
+MP_EXPORT int cudaMallocAsync(void **p, size_t n, stream_t s)
+{
+    FORWARD(cudaMallocAsync, int, (void **, size_t, stream_t), (p, n, s));
+}
+MP_EXPORT int cudaFreeAsync(void *p, stream_t s) { FORWARD(cudaFreeAsync, int, (void *, stream_t), (p, s)); }
+MP_EXPORT int cudaMallocManaged(void **p, size_t n, unsigned f)
+{
+    FORWARD(cudaMallocManaged, int, (void **, size_t, unsigned), (p, n, f));
+}
+MP_EXPORT int cudaMallocPitch(void **p, size_t *pitch, size_t w, size_t h)
+{
+    FORWARD(cudaMallocPitch, int, (void **, size_t *, size_t, size_t), (p, pitch, w, h));
+}
+
+/* ---- driver ----------------------------------------------------------------- */
+#undef MISSING
+#define MISSING MP_CUDA_ERROR_NOT_INITIALIZED
+
+MP_EXPORT int cuMemAlloc_v2(mp_cu_ptr *p, size_t n) { return mp_cuda_drv_mem_alloc(p, n); }
+MP_EXPORT int cuMemFree_v2(mp_cu_ptr p) { return mp_cuda_drv_mem_free(p); }
+MP_EXPORT int cuMemAllocHost_v2(void **p, size_t n)
+{
+    FORWARD(cuMemAllocHost_v2, int, (void **, size_t), (p, n));
+}
+MP_EXPORT int cuMemHostAlloc(void **p, size_t n, unsigned f)
+{
+    FORWARD(cuMemHostAlloc, int, (void **, size_t, unsigned), (p, n, f));
+}
+MP_EXPORT int cuMemFreeHost(void *p) { FORWARD(cuMemFreeHost, int, (void *), (p)); }
+MP_EXPORT int cuMemAllocPitch_v2(mp_cu_ptr *p, size_t *pitch, size_t w, size_t h, unsigned e)
+{
+    FORWARD(cuMemAllocPitch_v2, int, (mp_cu_ptr *, size_t *, size_t, size_t, unsigned), (p, pitch, w, h, e));
+}
+MP_EXPORT int cuMemAllocManaged(mp_cu_ptr *p, size_t n, unsigned f)
+{
+    FORWARD(cuMemAllocManaged, int, (mp_cu_ptr *, size_t, unsigned), (p, n, f));
+}
+MP_EXPORT int cuMemAllocAsync(mp_cu_ptr *p, size_t n, stream_t s)
+{
+    FORWARD(cuMemAllocAsync, int, (mp_cu_ptr *, size_t, stream_t), (p, n, s));
+}
+MP_EXPORT int cuMemFreeAsync(mp_cu_ptr p, stream_t s) { FORWARD(cuMemFreeAsync, int, (mp_cu_ptr, stream_t), (p, s)); }
+MP_EXPORT int cuMemAllocAsync_ptsz(mp_cu_ptr *p, size_t n, stream_t s)
+{
+    FORWARD(cuMemAllocAsync_ptsz, int, (mp_cu_ptr *, size_t, stream_t), (p, n, s));
+}
+MP_EXPORT int cuMemFreeAsync_ptsz(mp_cu_ptr p, stream_t s)
+{
+    FORWARD(cuMemFreeAsync_ptsz, int, (mp_cu_ptr, stream_t), (p, s));
+}

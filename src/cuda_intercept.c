@@ -1,0 +1,79 @@
+/*
+ * What the interposed CUDA allocation functions do: device memory from
+ * the device pools (device_pool.c); anything the pools cannot serve (no
+ * current context yet, pooling off) or do not own goes to the real
+ * function, so the runtime and driver still report their own errors.
+ */
+#include <string.h>
+
+#include "cuda_driver.h"
+#include "cuda_hooks.h"
+#include "device_pool.h"
+
+typedef int (*rt_malloc_fn)(void **, size_t);
+typedef int (*rt_free_fn)(void *);
+typedef mp_cu_result (*drv_alloc_fn)(mp_cu_ptr *, size_t);
+typedef mp_cu_result (*drv_free_fn)(mp_cu_ptr);
+
+static bool device_pooling(void)
+{
+    return mp_init() == MP_STATE_READY && mp_opt(MP_OPT_DEVICE) && !mp_opt(MP_OPT_DISABLE);
+}
+
+int mp_cuda_rt_malloc(void **p, size_t size)
+{
+    mp_hook_count(MP_HOOK_cudaMalloc);
+    if (p != NULL && size != 0 && device_pooling()) {
+        mp_cu_ptr d = 0;
+        mp_cu_result r = mp_device_alloc(&d, size);
+        if (r == MP_CUDA_SUCCESS) {
+            *p = (void *)(uintptr_t)d;
+            return 0; /* cudaSuccess */
+        }
+        /* Out of memory even after releasing the cache: let the runtime
+         * fail too, so that cudaGetLastError tells the same story. */
+    }
+    rt_malloc_fn real;
+    void *r = mp_hook_real(MP_HOOK_cudaMalloc);
+    if (r == NULL)
+        return 35; /* cudaErrorInsufficientDriver: no runtime behind us */
+    memcpy(&real, &r, sizeof(r));
+    return real(p, size);
+}
+
+int mp_cuda_rt_free(void *p)
+{
+    mp_hook_count(MP_HOOK_cudaFree);
+    /* cudaFree(NULL) initialises the runtime: always forward it. */
+    if (p != NULL && mp_device_free((mp_cu_ptr)(uintptr_t)p))
+        return 0;
+    rt_free_fn real;
+    void *r = mp_hook_real(MP_HOOK_cudaFree);
+    if (r == NULL)
+        return 35;
+    memcpy(&real, &r, sizeof(r));
+    return real(p);
+}
+
+mp_cu_result mp_cuda_drv_mem_alloc(mp_cu_ptr *p, size_t size)
+{
+    mp_hook_count(MP_HOOK_cuMemAlloc_v2);
+    if (p != NULL && size != 0 && device_pooling()) {
+        mp_cu_result r = mp_device_alloc(p, size);
+        if (r != MP_CUDA_ERROR_NOT_INITIALIZED)
+            return r;
+    }
+    if (!mp_cuda_load())
+        return MP_CUDA_ERROR_NOT_INITIALIZED;
+    return mp_cuda.mem_alloc(p, size);
+}
+
+mp_cu_result mp_cuda_drv_mem_free(mp_cu_ptr p)
+{
+    mp_hook_count(MP_HOOK_cuMemFree_v2);
+    if (p != 0 && mp_device_free(p))
+        return MP_CUDA_SUCCESS;
+    if (!mp_cuda_load())
+        return MP_CUDA_ERROR_NOT_INITIALIZED;
+    return mp_cuda.mem_free(p);
+}
