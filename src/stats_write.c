@@ -13,6 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cuda_hooks.h"
+#include "device_pool.h"
 #include "stats.h"
 
 #define MP_STATS_SCHEMA_VERSION 1
@@ -265,6 +267,72 @@ static void json_option(out_t *o, int i)
     }
 }
 
+static void kv(out_t *o, const char *key, int64_t v, bool first)
+{
+    out_str(o, first ? "\"" : ", \"");
+    out_str(o, key);
+    out_str(o, "\": ");
+    out_i64(o, v);
+}
+
+/* Device pools, one entry per device that saw a request. */
+static void write_json_device(out_t *o)
+{
+    bool any = false;
+    for (int d = 0; d < MP_DEV_MAX; d++) {
+        mp_device_stats_t st;
+        mp_device_stats(d, &st);
+        if (st.requests == 0 && st.releases == 0)
+            continue;
+        out_str(o, any ? ",\n        {" : ",\n    \"device\": {\n      \"devices\": [\n        {");
+        any = true;
+        kv(o, "device", d, true);
+        kv(o, "requests", (int64_t)st.requests, false);
+        kv(o, "hits", (int64_t)st.hits, false);
+        kv(o, "misses", (int64_t)st.misses, false);
+        kv(o, "unpooled", (int64_t)st.unpooled, false);
+        out_str(o, ", \"hit_rate\": ");
+        out_fixed(o, ratio(st.hits, st.requests), 4);
+        kv(o, "releases", (int64_t)st.releases, false);
+        kv(o, "bytes_requested", (int64_t)st.req_bytes, false);
+        kv(o, "bytes_in_use", st.in_use, false);
+        kv(o, "bytes_in_use_peak", st.in_use_peak, false);
+        kv(o, "bytes_reserved", st.reserved, false);
+        kv(o, "bytes_reserved_peak", st.reserved_peak, false);
+        kv(o, "cached_bytes", st.cached, false);
+        kv(o, "trims", (int64_t)st.trims, false);
+        kv(o, "fences_recorded", (int64_t)st.fences_recorded, false);
+        kv(o, "fences_pending", (int64_t)st.fences_pending, false);
+        kv(o, "oom_retries", (int64_t)st.oom_retries, false);
+        kv(o, "ooms", (int64_t)st.ooms, false);
+        out_str(o, "}");
+    }
+    if (any)
+        out_str(o, "\n      ]\n    }");
+}
+
+/* CUDA hooks that were called or handed out (path: runtime, driver, loader). */
+static void write_json_hooks(out_t *o)
+{
+    static const char *paths[] = {"loader", "runtime", "driver"};
+    bool first = true;
+    for (int i = 0; i < MP_HOOK_COUNT; i++) {
+        uint64_t calls = MP_LOAD(mp_hook_calls[i]), out = MP_LOAD(mp_hook_handed_out[i]);
+        if (calls == 0 && out == 0)
+            continue;
+        out_str(o, first ? "\n    {\"name\": " : ",\n    {\"name\": ");
+        first = false;
+        out_json_str(o, mp_hook_table[i].name);
+        out_str(o, ", \"path\": ");
+        out_json_str(o, paths[mp_hook_table[i].path]);
+        kv(o, "calls", (int64_t)calls, false);
+        kv(o, "handed_out", (int64_t)out, false);
+        out_str(o, "}");
+    }
+    if (!first)
+        out_str(o, "\n  ");
+}
+
 static void write_json(out_t *o, const mp_snapshot_t *s)
 {
     char exe[MP_PATH_MAX], host[256];
@@ -321,7 +389,11 @@ static void write_json(out_t *o, const mp_snapshot_t *s)
         out_u64(o, r->size);
         out_str(o, "}");
     }
-    out_str(o, "\n      ]\n    }\n  }\n}\n");
+    out_str(o, "\n      ]\n    }");
+    write_json_device(o);
+    out_str(o, "\n  },\n  \"cuda_hooks\": [");
+    write_json_hooks(o);
+    out_str(o, "]\n}\n");
 }
 
 /* ---- text ---------------------------------------------------------------- */

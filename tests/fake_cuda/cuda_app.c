@@ -1,0 +1,59 @@
+/*
+ * A CUDA program for the preload tests, runtime API only (built against the
+ * shared fake cudart and against its static archive, i.e. nvcc's default).
+ * It allocates and frees in a loop with "kernels" running, and checks that
+ * a block freed while a kernel still writes it is not handed out again
+ * before the kernel is done.  Prints the driver's allocation counts.
+ */
+#include <cuda_runtime_api.h>
+#include <dlfcn.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "fake_cuda.h"
+
+#define N 200
+#define FAIL(...) do { printf(__VA_ARGS__); puts(""); return 1; } while (0)
+
+int main(void)
+{
+    if (cudaFree(NULL) != cudaSuccess)
+        FAIL("cudaFree(NULL) failed");
+    for (int i = 0; i < N; i++) {
+        void *p = NULL;
+        size_t n = 4096 * (size_t)(1 + i % 4);
+        if (cudaMalloc(&p, n) != cudaSuccess)
+            FAIL("cudaMalloc %d failed", i);
+        if (fakecudaLaunchFill(NULL, p, i & 0xff, n, 0) != cudaSuccess)
+            FAIL("launch failed");
+        if (cudaFree(p) != cudaSuccess)
+            FAIL("cudaFree %d failed", i);
+        if (i % 50 == 49) /* a training step's end */
+            cudaDeviceSynchronize();
+    }
+    /* A kernel writes b1 for 30 ms; b1 is freed at once; b2 must not be
+     * b1's memory, or the kernel's late write would land in b2. */
+    unsigned char *b1 = NULL, *b2 = NULL;
+    if (cudaMalloc((void **)&b1, 65536) || fakecudaLaunchFill(NULL, b1, 0x33, 65536, 30000) ||
+        cudaFree(b1) || cudaMalloc((void **)&b2, 65536))
+        FAIL("integrity setup failed");
+    memset(b2, 0x44, 65536);
+    cudaDeviceSynchronize();
+    for (int i = 0; i < 65536; i++)
+        if (b2[i] != 0x44)
+            FAIL("corrupted: byte %d of a reused block is %#x", i, b2[i]);
+    cudaFree(b2);
+    void *big = NULL; /* out of memory still reports cudaErrorMemoryAllocation */
+    if (cudaMalloc(&big, (size_t)1 << 40) != cudaErrorMemoryAllocation)
+        FAIL("huge cudaMalloc did not fail with cudaErrorMemoryAllocation");
+    if (cudaGetLastError() != cudaErrorMemoryAllocation)
+        FAIL("cudaGetLastError does not report the failed cudaMalloc");
+    void (*counters)(fake_cuda_counters_t *);
+    *(void **)&counters = dlsym(RTLD_DEFAULT, "fakecuCounters");
+    fake_cuda_counters_t c = {0};
+    if (counters)
+        counters(&c);
+    printf("ok mallocs=%d driver_allocs=%llu driver_frees=%llu\n", N + 3,
+           (unsigned long long)c.mem_alloc, (unsigned long long)c.mem_free);
+    return 0;
+}
