@@ -53,6 +53,8 @@ MP_EXPORT int cudaMallocPitch(void **p, size_t *pitch, size_t w, size_t h)
     FORWARD(cudaMallocPitch, int, (void **, size_t *, size_t, size_t), (p, pitch, w, h));
 }
 
+MP_EXPORT int cudaDeviceReset(void) { return mp_cuda_rt_device_reset(); }
+
 /* ---- driver ----------------------------------------------------------------- */
 #undef MISSING
 #define MISSING MP_CUDA_ERROR_NOT_INITIALIZED
@@ -89,3 +91,5 @@ MP_EXPORT int cuMemFreeAsync_ptsz(mp_cu_ptr p, stream_t s)
 {
     FORWARD(cuMemFreeAsync_ptsz, int, (mp_cu_ptr, stream_t), (p, s));
 }
+MP_EXPORT int cuDevicePrimaryCtxReset_v2(int dev) { return mp_cuda_drv_primary_reset(dev); }
+MP_EXPORT int cuCtxDestroy_v2(mp_cu_context ctx) { return mp_cuda_drv_ctx_destroy(ctx); }

@@ -40,6 +40,8 @@ static void load(void)
         E(event_sync, "cuEventSynchronize"),
         E(event_destroy, "cuEventDestroy"),
         E(ctx_get_device, "cuCtxGetDevice"),
+        E(ctx_push, "cuCtxPushCurrent"),
+        E(ctx_pop, "cuCtxPopCurrent"),
 #undef E
     };
     for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {

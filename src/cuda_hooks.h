@@ -59,5 +59,8 @@ int mp_cuda_rt_malloc(void **p, size_t size);
 int mp_cuda_rt_free(void *p);
 mp_cu_result mp_cuda_drv_mem_alloc(mp_cu_ptr *p, size_t size);
 mp_cu_result mp_cuda_drv_mem_free(mp_cu_ptr p);
+int mp_cuda_rt_device_reset(void);
+mp_cu_result mp_cuda_drv_primary_reset(int dev);
+mp_cu_result mp_cuda_drv_ctx_destroy(mp_cu_context ctx);
 
 #endif

@@ -77,3 +77,46 @@ mp_cu_result mp_cuda_drv_mem_free(mp_cu_ptr p)
         return MP_CUDA_ERROR_NOT_INITIALIZED;
     return mp_cuda.mem_free(p);
 }
+
+/* Resets free the device's memory behind our back: forget the pool, after
+ * the real call (which waits for the device). */
+int mp_cuda_rt_device_reset(void)
+{
+    mp_hook_count(MP_HOOK_cudaDeviceReset);
+    int dev = mp_device_of_context(NULL);
+    int (*real)(void);
+    void *r = mp_hook_real(MP_HOOK_cudaDeviceReset);
+    if (r == NULL)
+        return 35;
+    memcpy(&real, &r, sizeof(r));
+    int rc = real();
+    mp_device_drop(dev);
+    return rc;
+}
+
+mp_cu_result mp_cuda_drv_primary_reset(int dev)
+{
+    mp_hook_count(MP_HOOK_cuDevicePrimaryCtxReset_v2);
+    mp_cu_result (*real)(int);
+    void *r = mp_hook_real(MP_HOOK_cuDevicePrimaryCtxReset_v2);
+    if (r == NULL)
+        return MP_CUDA_ERROR_NOT_INITIALIZED;
+    memcpy(&real, &r, sizeof(r));
+    mp_cu_result rc = real(dev);
+    mp_device_drop(dev);
+    return rc;
+}
+
+mp_cu_result mp_cuda_drv_ctx_destroy(mp_cu_context ctx)
+{
+    mp_hook_count(MP_HOOK_cuCtxDestroy_v2);
+    int dev = mp_device_of_context(ctx);
+    mp_cu_result (*real)(mp_cu_context);
+    void *r = mp_hook_real(MP_HOOK_cuCtxDestroy_v2);
+    if (r == NULL)
+        return MP_CUDA_ERROR_NOT_INITIALIZED;
+    memcpy(&real, &r, sizeof(r));
+    mp_cu_result rc = real(ctx);
+    mp_device_drop(dev); /* pools are per device: conservative */
+    return rc;
+}

@@ -379,3 +379,86 @@ void mp_device_stats(int dev, mp_device_stats_t *out)
     *out = pools[dev].st;
     pthread_mutex_unlock(&pools[dev].lock);
 }
+
+static void forget_chain(dblock_t *b)
+{
+    while (b) {
+        dblock_t *next = b->next;
+        rec_free(b);
+        b = next;
+    }
+}
+
+void mp_device_drop(int dev)
+{
+    if (dev < 0 || dev >= MP_DEV_MAX)
+        return;
+    pthread_once(&once, init);
+    dev_pool_t *pl = &pools[dev];
+    pthread_mutex_lock(&pl->lock);
+    forget_chain(pl->pending);
+    pl->pending = NULL;
+    while (pl->fenced) { /* its events died with the context */
+        batch_t *f = pl->fenced;
+        pl->fenced = f->next;
+        forget_chain(f->blocks);
+        rec_free(f);
+    }
+    for (int c = 0; c < MP_DEV_CLASSES; c++) {
+        forget_chain(pl->ready[c]);
+        pl->ready[c] = NULL;
+    }
+    pl->nspare = 0;
+    pl->st.reserved = pl->st.cached = pl->st.in_use = 0;
+    pl->st.drops++;
+    pthread_mutex_unlock(&pl->lock);
+    /* Live blocks of the device are invalid now: a later free of one goes
+     * to the driver, which reports it. */
+    pthread_mutex_lock(&live_lock);
+    for (unsigned h = 0; h < LIVE_BUCKETS; h++) {
+        dblock_t **pp = &live[h];
+        while (*pp) {
+            if ((*pp)->dev == dev) {
+                dblock_t *b = *pp;
+                *pp = b->next;
+                rec_free(b);
+            } else {
+                pp = &(*pp)->next;
+            }
+        }
+    }
+    pthread_mutex_unlock(&live_lock);
+}
+
+void mp_device_fork_child(void)
+{
+    /* Locks may be held by threads that do not exist here, and every block
+     * belongs to the parent's contexts: start from nothing (the records
+     * are leaked, not reused). */
+    memset(pools, 0, sizeof(pools));
+    memset(live, 0, sizeof(live));
+    pthread_mutex_init(&live_lock, NULL);
+    pthread_mutex_init(&slab_lock, NULL);
+    free_recs = NULL;
+    for (int d = 0; d < MP_DEV_MAX; d++)
+        pthread_mutex_init(&pools[d].lock, NULL);
+}
+
+int mp_device_of_context(mp_cu_context ctx)
+{
+    if (!mp_cuda_load())
+        return -1;
+    int dev = -1;
+    if (ctx == NULL) {
+        if (mp_cuda.ctx_get_device(&dev) != MP_CUDA_SUCCESS)
+            return -1;
+        return dev;
+    }
+    mp_cu_context popped = NULL;
+    if (mp_cuda.ctx_push(ctx) != MP_CUDA_SUCCESS)
+        return -1;
+    if (mp_cuda.ctx_get_device(&dev) != MP_CUDA_SUCCESS)
+        dev = -1;
+    mp_cuda.ctx_pop(&popped);
+    return dev;
+}

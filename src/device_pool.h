@@ -10,7 +10,7 @@
 
 typedef struct mp_device_stats {
     uint64_t requests, hits, misses, unpooled, releases, req_bytes, trims;
-    uint64_t fences_recorded, fences_pending, oom_retries, ooms;
+    uint64_t fences_recorded, fences_pending, oom_retries, ooms, drops;
     int64_t in_use, in_use_peak, reserved, reserved_peak, cached;
 } mp_device_stats_t;
 
@@ -27,5 +27,12 @@ int mp_device_free(mp_cu_ptr p);
 /* Free every cached block of a device; returns bytes freed. */
 size_t mp_device_trim(int dev);
 void mp_device_stats(int dev, mp_device_stats_t *out);
+/* The device's memory is gone (context reset or destroyed): forget its
+ * cached and live blocks without freeing them. */
+void mp_device_drop(int dev);
+/* In a forked child: the parent's device pointers are never reused. */
+void mp_device_fork_child(void);
+/* Device of a context (current context if ctx is NULL); -1 if unknown. */
+int mp_device_of_context(mp_cu_context ctx);
 
 #endif

@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "device_pool.h"
 #include "internal.h"
 
 _Atomic int mp_state;
@@ -43,6 +44,7 @@ static void fork_child(void)
 {
     mp_heap_fork_parent(); /* unlock: the child is the thread that locked */
     mp_host_fork_child();
+    mp_device_fork_child();
     mp_stats_reset();
 }
 

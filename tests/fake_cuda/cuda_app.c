@@ -48,12 +48,21 @@ int main(void)
         FAIL("huge cudaMalloc did not fail with cudaErrorMemoryAllocation");
     if (cudaGetLastError() != cudaErrorMemoryAllocation)
         FAIL("cudaGetLastError does not report the failed cudaMalloc");
+    /* A reset frees every allocation: the pool must not hand one out again. */
+    if (cudaDeviceReset() != cudaSuccess)
+        FAIL("cudaDeviceReset failed");
+    void *fresh = NULL;
+    size_t (*used)(int);
+    *(void **)&used = dlsym(RTLD_DEFAULT, "fakecuUsed");
+    if (cudaMalloc(&fresh, 4096) != cudaSuccess || (used && used(0) < 4096))
+        FAIL("allocation after cudaDeviceReset did not reach the driver");
+    cudaFree(fresh);
     void (*counters)(fake_cuda_counters_t *);
     *(void **)&counters = dlsym(RTLD_DEFAULT, "fakecuCounters");
     fake_cuda_counters_t c = {0};
     if (counters)
         counters(&c);
-    printf("ok mallocs=%d driver_allocs=%llu driver_frees=%llu\n", N + 3,
+    printf("ok mallocs=%d driver_allocs=%llu driver_frees=%llu\n", N + 4,
            (unsigned long long)c.mem_alloc, (unsigned long long)c.mem_free);
     return 0;
 }

@@ -70,7 +70,7 @@ static struct CUctx_st contexts[NDEV] = {{0}, {1}};
 static struct CUstream_st legacy[NDEV];
 static struct CUstream_st *streams; /* created streams, all devices */
 static _Thread_local struct CUstream_st per_thread[NDEV];
-static _Thread_local struct CUctx_st *current;
+static _Thread_local struct CUctx_st *current, *pushed_from;
 
 static size_t capacity[NDEV], used[NDEV];
 static unsigned alloc_cost_us;
@@ -297,6 +297,32 @@ FAKE_EXPORT CUresult cuDevicePrimaryCtxReset_v2(CUdevice d)
     }
     pthread_mutex_unlock(&lock);
     return CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuCtxPushCurrent_v2(CUcontext ctx)
+{
+    /* A one-deep stack is all the tests and the shim need. */
+    pushed_from = current;
+    current = ctx;
+    return CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuCtxPopCurrent_v2(CUcontext *ctx)
+{
+    if (ctx)
+        *ctx = current;
+    current = pushed_from;
+    pushed_from = NULL;
+    return CUDA_SUCCESS;
+}
+
+/* The fake's contexts are the primary ones: destroying one frees its
+ * device's memory, like a reset. */
+FAKE_EXPORT CUresult cuCtxDestroy_v2(CUcontext ctx)
+{
+    if (ctx == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    return cuDevicePrimaryCtxReset_v2(ctx->device);
 }
 
 FAKE_EXPORT CUresult cuCtxGetCurrent(CUcontext *ctx)
@@ -686,6 +712,9 @@ static const proc_t procs[] = {
     P("cuCtxGetCurrent", cuCtxGetCurrent),
     P("cuCtxSetCurrent", cuCtxSetCurrent),
     P("cuCtxGetDevice", cuCtxGetDevice),
+    P("cuCtxPushCurrent", cuCtxPushCurrent_v2),
+    P("cuCtxPopCurrent", cuCtxPopCurrent_v2),
+    P("cuCtxDestroy", cuCtxDestroy_v2),
     P("cuCtxSynchronize", cuCtxSynchronize),
     P("cuMemAlloc", cuMemAlloc_v2),
     P("cuMemAllocPitch", cuMemAllocPitch_v2),

@@ -5,6 +5,7 @@
 #include <cuda.h>
 #include <dlfcn.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "check_main.h"
@@ -201,6 +202,48 @@ START_TEST(two_devices_and_foreign_pointers)
 }
 END_TEST
 
+START_TEST(reset_forgets_the_pool)
+{
+    start();
+    CUdeviceptr a = 0, b = 0, c = 0;
+    ck_assert_int_eq(mp_device_alloc(&a, 4096), CUDA_SUCCESS);
+    ck_assert_int_eq(mp_device_alloc(&b, 4096), CUDA_SUCCESS);
+    ck_assert_int_eq(mp_device_free(a), 1); /* cached */
+    CUresult (*reset)(CUdevice);
+    *(void **)&reset = dlsym(dlopen("libcuda.so.1", RTLD_NOW), "cuDevicePrimaryCtxReset_v2");
+    ck_assert_int_eq(reset(0), CUDA_SUCCESS); /* the driver frees a and b */
+    mp_device_drop(0);
+    ck_assert_uint_eq(stats(0).drops, 1);
+    ck_assert_int_eq(mp_device_free(b), 0); /* stale: now the driver's business */
+    uint64_t before = counters().mem_alloc;
+    ck_assert_int_eq(mp_device_alloc(&c, 4096), CUDA_SUCCESS);
+    ck_assert_uint_eq(counters().mem_alloc, before + 1); /* not a's old memory */
+    ck_assert_uint_eq(fk.used(0), 4096);
+}
+END_TEST
+
+START_TEST(forked_child_starts_empty)
+{
+    start();
+    CUdeviceptr a = 0;
+    ck_assert_int_eq(mp_device_alloc(&a, 4096), CUDA_SUCCESS);
+    ck_assert_int_eq(mp_device_free(a), 1); /* cached in the parent */
+    pid_t pid = fork();
+    if (pid == 0) {
+        CUdeviceptr b = 0;
+        int ok = mp_device_alloc(&b, 4096) == CUDA_SUCCESS && b != a && stats(0).requests == 1
+                 && mp_device_free(a) == 0;
+        _exit(ok ? 0 : 1);
+    }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    CUdeviceptr c = 0;
+    ck_assert_int_eq(mp_device_alloc(&c, 4096), CUDA_SUCCESS);
+    ck_assert_uint_eq(c, a); /* the parent still reuses its own */
+}
+END_TEST
+
 static Suite *device_suite(void)
 {
     Suite *s = suite_create("device_pool");
@@ -213,6 +256,8 @@ static Suite *device_suite(void)
     tcase_add_test(tc, oom_releases_cache_and_retries);
     tcase_add_test(tc, cache_limit_and_unpooled);
     tcase_add_test(tc, two_devices_and_foreign_pointers);
+    tcase_add_test(tc, reset_forgets_the_pool);
+    tcase_add_test(tc, forked_child_starts_empty);
     suite_add_tcase(s, tc);
     return s;
 }
