@@ -93,3 +93,55 @@ MP_EXPORT int cuMemFreeAsync_ptsz(mp_cu_ptr p, stream_t s)
 }
 MP_EXPORT int cuDevicePrimaryCtxReset_v2(int dev) { return mp_cuda_drv_primary_reset(dev); }
 MP_EXPORT int cuCtxDestroy_v2(mp_cu_context ctx) { return mp_cuda_drv_ctx_destroy(ctx); }
+
+/* ---- streams: non-blocking ones must be fenced too -------------------------- */
+
+/* Count the call and fetch the real function into *fn; false if none. */
+static inline bool real_of(mp_hook_id_t id, void *fn)
+{
+    mp_hook_count(id);
+    void *r = mp_hook_real(id);
+    memcpy(fn, &r, sizeof(r));
+    return r != NULL;
+}
+
+MP_EXPORT int cudaStreamCreateWithFlags(mp_cu_stream *s, unsigned f)
+{
+    int (*real)(mp_cu_stream *, unsigned);
+    if (!real_of(MP_HOOK_cudaStreamCreateWithFlags, &real))
+        return 35;
+    return mp_cuda_stream_created(real(s, f), s, f);
+}
+MP_EXPORT int cudaStreamCreateWithPriority(mp_cu_stream *s, unsigned f, int prio)
+{
+    int (*real)(mp_cu_stream *, unsigned, int);
+    if (!real_of(MP_HOOK_cudaStreamCreateWithPriority, &real))
+        return 35;
+    return mp_cuda_stream_created(real(s, f, prio), s, f);
+}
+MP_EXPORT int cudaStreamDestroy(mp_cu_stream s)
+{
+    int (*real)(mp_cu_stream);
+    mp_cuda_stream_destroying(s);
+    return real_of(MP_HOOK_cudaStreamDestroy, &real) ? real(s) : 35;
+}
+MP_EXPORT int cuStreamCreate(mp_cu_stream *s, unsigned f)
+{
+    int (*real)(mp_cu_stream *, unsigned);
+    if (!real_of(MP_HOOK_cuStreamCreate, &real))
+        return MP_CUDA_ERROR_NOT_INITIALIZED;
+    return mp_cuda_stream_created(real(s, f), s, f);
+}
+MP_EXPORT int cuStreamCreateWithPriority(mp_cu_stream *s, unsigned f, int prio)
+{
+    int (*real)(mp_cu_stream *, unsigned, int);
+    if (!real_of(MP_HOOK_cuStreamCreateWithPriority, &real))
+        return MP_CUDA_ERROR_NOT_INITIALIZED;
+    return mp_cuda_stream_created(real(s, f, prio), s, f);
+}
+MP_EXPORT int cuStreamDestroy_v2(mp_cu_stream s)
+{
+    int (*real)(mp_cu_stream);
+    mp_cuda_stream_destroying(s);
+    return real_of(MP_HOOK_cuStreamDestroy_v2, &real) ? real(s) : MP_CUDA_ERROR_NOT_INITIALIZED;
+}

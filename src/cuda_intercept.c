@@ -120,3 +120,12 @@ mp_cu_result mp_cuda_drv_ctx_destroy(mp_cu_context ctx)
     mp_device_drop(dev); /* pools are per device: conservative */
     return rc;
 }
+
+int mp_cuda_stream_created(int rc, mp_cu_stream *s, unsigned flags)
+{
+    if (rc == 0 && s != NULL) /* cudaSuccess == CUDA_SUCCESS == 0 */
+        mp_device_stream_created(*s, flags);
+    return rc;
+}
+
+void mp_cuda_stream_destroying(mp_cu_stream s) { mp_device_stream_destroyed(s); }

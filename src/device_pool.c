@@ -37,10 +37,13 @@ typedef struct dblock {
     struct dblock *next;
 } dblock_t;
 
+#define MP_FENCE_MAX 64 /* events per fence: legacy stream + non-blocking streams */
+
 typedef struct batch {
-    mp_cu_event event;
     dblock_t *blocks;
     struct batch *next;
+    unsigned nevents;
+    mp_cu_event events[MP_FENCE_MAX];
 } batch_t;
 
 typedef struct dev_pool {
@@ -48,8 +51,11 @@ typedef struct dev_pool {
     dblock_t *ready[MP_DEV_CLASSES];
     dblock_t *pending;
     batch_t *fenced;        /* newest first */
-    mp_cu_event spare[64];  /* event pool */
+    mp_cu_event spare[256]; /* event pool */
     unsigned nspare;
+    mp_cu_stream nonblocking[MP_FENCE_MAX - 1]; /* streams the legacy one does not order */
+    unsigned nstreams;
+    bool too_many_streams; /* then nothing is reused before cuMemFree syncs */
     mp_device_stats_t st;
 } dev_pool_t;
 
@@ -62,9 +68,9 @@ static pthread_once_t once = PTHREAD_ONCE_INIT;
 
 typedef union rec {
     dblock_t b;
-    batch_t f;
     union rec *next_free;
 } rec_t;
+static batch_t *free_batches;
 
 static void init(void)
 {
@@ -101,6 +107,39 @@ static void rec_free(void *p)
     pthread_mutex_lock(&slab_lock);
     r->next_free = free_recs;
     free_recs = r;
+    pthread_mutex_unlock(&slab_lock);
+}
+
+static batch_t *batch_new(void)
+{
+    pthread_mutex_lock(&slab_lock);
+    if (free_batches == NULL) {
+        size_t n = 65536 / sizeof(batch_t);
+        batch_t *slab = mmap(NULL, n * sizeof(batch_t), PROT_READ | PROT_WRITE,
+                             MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (slab == MAP_FAILED) {
+            pthread_mutex_unlock(&slab_lock);
+            return NULL;
+        }
+        for (size_t i = 0; i < n; i++) {
+            slab[i].next = free_batches;
+            free_batches = &slab[i];
+        }
+    }
+    batch_t *f = free_batches;
+    free_batches = f->next;
+    pthread_mutex_unlock(&slab_lock);
+    f->blocks = NULL;
+    f->next = NULL;
+    f->nevents = 0;
+    return f;
+}
+
+static void batch_free(batch_t *f)
+{
+    pthread_mutex_lock(&slab_lock);
+    f->next = free_batches;
+    free_batches = f;
     pthread_mutex_unlock(&slab_lock);
 }
 
@@ -150,58 +189,73 @@ static void max_update(int64_t *peak, int64_t v)
         *peak = v;
 }
 
+static void event_put(dev_pool_t *pl, mp_cu_event ev)
+{
+    if (pl->nspare < sizeof(pl->spare) / sizeof(pl->spare[0]))
+        pl->spare[pl->nspare++] = ev;
+    else
+        mp_cuda.event_destroy(ev);
+}
+
 /* Blocks whose fence completed become ready (pool locked); never waits. */
 static void collect(dev_pool_t *pl)
 {
     batch_t **pp = &pl->fenced;
     while (*pp) {
         batch_t *f = *pp;
-        mp_cu_result r = mp_cuda.event_query(f->event);
-        if (r == MP_CUDA_ERROR_NOT_READY) {
+        bool done = true;
+        /* An event that fails to query means its context is gone, and so
+         * is the work that could race us: count it as done. */
+        for (unsigned i = 0; i < f->nevents && done; i++)
+            done = mp_cuda.event_query(f->events[i]) != MP_CUDA_ERROR_NOT_READY;
+        if (!done) {
             pl->st.fences_pending++;
             pp = &f->next;
             continue;
         }
-        /* Done (or the event failed: then the context is gone and so is
-         * the work that could race us). */
         while (f->blocks) {
             dblock_t *b = f->blocks;
             f->blocks = b->next;
             b->next = pl->ready[b->cls];
             pl->ready[b->cls] = b;
         }
-        if (pl->nspare < sizeof(pl->spare) / sizeof(pl->spare[0]))
-            pl->spare[pl->nspare++] = f->event;
-        else
-            mp_cuda.event_destroy(f->event);
+        for (unsigned i = 0; i < f->nevents; i++)
+            event_put(pl, f->events[i]);
         *pp = f->next;
-        rec_free(f);
+        batch_free(f);
     }
 }
 
-/* Put the pending blocks behind one new fence (pool locked). */
+/* Put the pending blocks behind one new fence (pool locked): an event on
+ * the legacy stream (ordered after every blocking stream) and one on each
+ * known non-blocking stream. */
 static void fence_pending(dev_pool_t *pl)
 {
-    if (pl->pending == NULL)
+    if (pl->pending == NULL || pl->too_many_streams)
         return;
-    batch_t *f = rec_new();
-    mp_cu_event ev = NULL;
-    if (f != NULL) {
+    batch_t *f = batch_new();
+    if (f == NULL)
+        return;
+    for (unsigned i = 0; i <= pl->nstreams; i++) {
+        mp_cu_stream s = i == 0 ? NULL : pl->nonblocking[i - 1];
+        mp_cu_event ev = NULL;
         if (pl->nspare)
             ev = pl->spare[--pl->nspare];
         else if (mp_cuda.event_create(&ev, MP_CU_EVENT_DISABLE_TIMING) != MP_CUDA_SUCCESS)
             ev = NULL;
-    }
-    if (ev == NULL || mp_cuda.event_record(ev, NULL) != MP_CUDA_SUCCESS) {
-        /* No fence possible (e.g. during stream capture): keep them pending. */
-        if (ev)
-            mp_cuda.event_destroy(ev);
-        if (f)
-            rec_free(f);
-        return;
+        if (ev == NULL || mp_cuda.event_record(ev, s) != MP_CUDA_SUCCESS) {
+            /* No fence possible now (e.g. during stream capture): keep the
+             * blocks pending. */
+            if (ev)
+                event_put(pl, ev);
+            for (unsigned k = 0; k < f->nevents; k++)
+                event_put(pl, f->events[k]);
+            batch_free(f);
+            return;
+        }
+        f->events[f->nevents++] = ev;
     }
     pl->st.fences_recorded++;
-    f->event = ev;
     f->blocks = pl->pending;
     pl->pending = NULL;
     f->next = pl->fenced;
@@ -243,8 +297,9 @@ static size_t release_cached(dev_pool_t *pl)
         batch_t *f = pl->fenced;
         pl->fenced = f->next;
         freed += free_chain(pl, f->blocks);
-        mp_cuda.event_destroy(f->event);
-        rec_free(f);
+        for (unsigned i = 0; i < f->nevents; i++)
+            event_put(pl, f->events[i]);
+        batch_free(f);
     }
     for (int c = 0; c < MP_DEV_CLASSES; c++) {
         freed += free_chain(pl, pl->ready[c]);
@@ -402,8 +457,10 @@ void mp_device_drop(int dev)
         batch_t *f = pl->fenced;
         pl->fenced = f->next;
         forget_chain(f->blocks);
-        rec_free(f);
+        batch_free(f);
     }
+    pl->nstreams = 0;
+    pl->too_many_streams = false;
     for (int c = 0; c < MP_DEV_CLASSES; c++) {
         forget_chain(pl->ready[c]);
         pl->ready[c] = NULL;
@@ -437,6 +494,7 @@ void mp_device_fork_child(void)
      * are leaked, not reused). */
     memset(pools, 0, sizeof(pools));
     memset(live, 0, sizeof(live));
+    free_batches = NULL;
     pthread_mutex_init(&live_lock, NULL);
     pthread_mutex_init(&slab_lock, NULL);
     free_recs = NULL;
@@ -461,4 +519,39 @@ int mp_device_of_context(mp_cu_context ctx)
         dev = -1;
     mp_cuda.ctx_pop(&popped);
     return dev;
+}
+
+void mp_device_stream_created(mp_cu_stream s, unsigned flags)
+{
+    if (!(flags & 0x1u) || s == NULL) /* CU_STREAM_NON_BLOCKING */
+        return;
+    int dev = mp_device_of_context(NULL);
+    if (dev < 0 || dev >= MP_DEV_MAX)
+        return;
+    pthread_once(&once, init);
+    dev_pool_t *pl = &pools[dev];
+    pthread_mutex_lock(&pl->lock);
+    if (pl->nstreams < MP_FENCE_MAX - 1) {
+        pl->nonblocking[pl->nstreams++] = s;
+    } else if (!pl->too_many_streams) {
+        pl->too_many_streams = true;
+        mp_log(MP_LOG_WARN, "more than %d non-blocking streams on device %d: freed device "
+               "blocks are no longer reused (only released)", MP_FENCE_MAX - 1, dev);
+    }
+    pthread_mutex_unlock(&pl->lock);
+}
+
+void mp_device_stream_destroyed(mp_cu_stream s)
+{
+    pthread_once(&once, init);
+    for (int d = 0; d < MP_DEV_MAX; d++) {
+        dev_pool_t *pl = &pools[d];
+        pthread_mutex_lock(&pl->lock);
+        for (unsigned i = 0; i < pl->nstreams; i++)
+            if (pl->nonblocking[i] == s) {
+                pl->nonblocking[i] = pl->nonblocking[--pl->nstreams];
+                break;
+            }
+        pthread_mutex_unlock(&pl->lock);
+    }
 }

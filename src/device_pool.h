@@ -30,6 +30,10 @@ void mp_device_stats(int dev, mp_device_stats_t *out);
 /* The device's memory is gone (context reset or destroyed): forget its
  * cached and live blocks without freeing them. */
 void mp_device_drop(int dev);
+/* Non-blocking streams are not ordered by the legacy stream: fences record
+ * an event on each (learnt from the stream-creation hooks). */
+void mp_device_stream_created(mp_cu_stream s, unsigned flags);
+void mp_device_stream_destroyed(mp_cu_stream s);
 /* In a forked child: the parent's device pointers are never reused. */
 void mp_device_fork_child(void);
 /* Device of a context (current context if ctx is NULL); -1 if unknown. */

@@ -43,6 +43,19 @@ int main(void)
         if (b2[i] != 0x44)
             FAIL("corrupted: byte %d of a reused block is %#x", i, b2[i]);
     cudaFree(b2);
+    /* The same on a non-blocking stream, which the legacy stream does not
+     * order: the shim learns of it when it is created. */
+    cudaStream_t nb; /* a size class of its own: no older block to hand out instead */
+    if (cudaStreamCreateWithFlags(&nb, cudaStreamNonBlocking) || cudaMalloc((void **)&b1, 131072) ||
+        fakecudaLaunchFill(nb, b1, 0x55, 131072, 30000) || cudaFree(b1) || cudaMalloc((void **)&b2, 131072))
+        FAIL("non-blocking setup failed");
+    memset(b2, 0x66, 131072);
+    cudaStreamSynchronize(nb);
+    for (int i = 0; i < 131072; i++)
+        if (b2[i] != 0x66)
+            FAIL("corrupted by a non-blocking stream: byte %d is %#x", i, b2[i]);
+    cudaFree(b2);
+    cudaStreamDestroy(nb);
     void *big = NULL; /* out of memory still reports cudaErrorMemoryAllocation */
     if (cudaMalloc(&big, (size_t)1 << 40) != cudaErrorMemoryAllocation)
         FAIL("huge cudaMalloc did not fail with cudaErrorMemoryAllocation");
@@ -62,7 +75,7 @@ int main(void)
     fake_cuda_counters_t c = {0};
     if (counters)
         counters(&c);
-    printf("ok mallocs=%d driver_allocs=%llu driver_frees=%llu\n", N + 4,
+    printf("ok mallocs=%d driver_allocs=%llu driver_frees=%llu\n", N + 6,
            (unsigned long long)c.mem_alloc, (unsigned long long)c.mem_free);
     return 0;
 }

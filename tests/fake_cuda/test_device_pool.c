@@ -107,7 +107,6 @@ END_TEST
  * not get A until the kernel is done, or the kernel would overwrite it. */
 static void reuse_waits_on(CUstream stream)
 {
-    start();
     CUdeviceptr a = 0, b = 0, c = 0;
     ck_assert_int_eq(mp_device_alloc(&a, 4096), CUDA_SUCCESS);
     ck_assert_int_eq(fk.launch(stream, a, 0x11, 4096, 80000), CUDA_SUCCESS);
@@ -125,7 +124,19 @@ static void reuse_waits_on(CUstream stream)
 
 START_TEST(reuse_waits_for_legacy_stream)
 {
+    start();
     reuse_waits_on(NULL);
+}
+END_TEST
+
+START_TEST(reuse_waits_for_nonblocking_stream)
+{
+    start();
+    CUstream s;
+    ck_assert_int_eq(fk.stream_create(&s, CU_STREAM_NON_BLOCKING), CUDA_SUCCESS);
+    mp_device_stream_created((mp_cu_stream)s, CU_STREAM_NON_BLOCKING); /* as the hooks do */
+    reuse_waits_on(s);
+    ck_assert_uint_ge(stats(0).fences_recorded, 1);
 }
 END_TEST
 
@@ -140,6 +151,7 @@ END_TEST
 
 START_TEST(reuse_waits_for_per_thread_stream)
 {
+    start();
     reuse_waits_on(CU_STREAM_PER_THREAD);
 }
 END_TEST
@@ -253,6 +265,7 @@ static Suite *device_suite(void)
     tcase_add_test(tc, reuse_waits_for_legacy_stream);
     tcase_add_test(tc, reuse_waits_for_blocking_stream);
     tcase_add_test(tc, reuse_waits_for_per_thread_stream);
+    tcase_add_test(tc, reuse_waits_for_nonblocking_stream);
     tcase_add_test(tc, oom_releases_cache_and_retries);
     tcase_add_test(tc, cache_limit_and_unpooled);
     tcase_add_test(tc, two_devices_and_foreign_pointers);
