@@ -33,12 +33,12 @@ typedef void *stream_t;
 
 MP_EXPORT int cudaMalloc(void **p, size_t n) { return mp_cuda_rt_malloc(p, n); }
 MP_EXPORT int cudaFree(void *p) { return mp_cuda_rt_free(p); }
-MP_EXPORT int cudaMallocHost(void **p, size_t n) { FORWARD(cudaMallocHost, int, (void **, size_t), (p, n)); }
+MP_EXPORT int cudaMallocHost(void **p, size_t n) { return mp_cuda_rt_host_alloc(MP_HOOK_cudaMallocHost, p, n, 0); }
 MP_EXPORT int cudaHostAlloc(void **p, size_t n, unsigned f)
 {
-    FORWARD(cudaHostAlloc, int, (void **, size_t, unsigned), (p, n, f));
+    return mp_cuda_rt_host_alloc(MP_HOOK_cudaHostAlloc, p, n, f);
 }
-MP_EXPORT int cudaFreeHost(void *p) { FORWARD(cudaFreeHost, int, (void *), (p)); }
+MP_EXPORT int cudaFreeHost(void *p) { return mp_cuda_rt_host_free(p); }
 MP_EXPORT int cudaMallocAsync(void **p, size_t n, stream_t s)
 {
     FORWARD(cudaMallocAsync, int, (void **, size_t, stream_t), (p, n, s));
@@ -63,13 +63,13 @@ MP_EXPORT int cuMemAlloc_v2(mp_cu_ptr *p, size_t n) { return mp_cuda_drv_mem_all
 MP_EXPORT int cuMemFree_v2(mp_cu_ptr p) { return mp_cuda_drv_mem_free(p); }
 MP_EXPORT int cuMemAllocHost_v2(void **p, size_t n)
 {
-    FORWARD(cuMemAllocHost_v2, int, (void **, size_t), (p, n));
+    return mp_cuda_drv_host_alloc(MP_HOOK_cuMemAllocHost_v2, p, n, 0);
 }
 MP_EXPORT int cuMemHostAlloc(void **p, size_t n, unsigned f)
 {
-    FORWARD(cuMemHostAlloc, int, (void **, size_t, unsigned), (p, n, f));
+    return mp_cuda_drv_host_alloc(MP_HOOK_cuMemHostAlloc, p, n, f);
 }
-MP_EXPORT int cuMemFreeHost(void *p) { FORWARD(cuMemFreeHost, int, (void *), (p)); }
+MP_EXPORT int cuMemFreeHost(void *p) { return mp_cuda_drv_host_free(p); }
 MP_EXPORT int cuMemAllocPitch_v2(mp_cu_ptr *p, size_t *pitch, size_t w, size_t h, unsigned e)
 {
     FORWARD(cuMemAllocPitch_v2, int, (mp_cu_ptr *, size_t *, size_t, size_t, unsigned), (p, pitch, w, h, e));

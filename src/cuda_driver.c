@@ -42,6 +42,8 @@ static void load(void)
         E(ctx_get_device, "cuCtxGetDevice"),
         E(ctx_push, "cuCtxPushCurrent"),
         E(ctx_pop, "cuCtxPopCurrent"),
+        E(host_alloc, "cuMemHostAlloc"),
+        E(host_free, "cuMemFreeHost"),
 #undef E
     };
     for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {

@@ -20,6 +20,8 @@ typedef struct mp_cuda {
     mp_cu_result (*ctx_get_device)(int *);
     mp_cu_result (*ctx_push)(mp_cu_context);
     mp_cu_result (*ctx_pop)(mp_cu_context *);
+    mp_cu_result (*host_alloc)(void **, size_t, unsigned);
+    mp_cu_result (*host_free)(void *);
 } mp_cuda_t;
 
 extern mp_cuda_t mp_cuda;

@@ -60,6 +60,10 @@ int mp_cuda_rt_free(void *p);
 mp_cu_result mp_cuda_drv_mem_alloc(mp_cu_ptr *p, size_t size);
 mp_cu_result mp_cuda_drv_mem_free(mp_cu_ptr p);
 int mp_cuda_rt_device_reset(void);
+int mp_cuda_rt_host_alloc(mp_hook_id_t id, void **p, size_t size, unsigned flags);
+int mp_cuda_rt_host_free(void *p);
+mp_cu_result mp_cuda_drv_host_alloc(mp_hook_id_t id, void **p, size_t size, unsigned flags);
+mp_cu_result mp_cuda_drv_host_free(void *p);
 /* Stream creation/destruction: non-blocking streams join the fences. */
 int mp_cuda_stream_created(int rc, mp_cu_stream *s, unsigned flags);
 void mp_cuda_stream_destroying(mp_cu_stream s);

@@ -129,3 +129,63 @@ int mp_cuda_stream_created(int rc, mp_cu_stream *s, unsigned flags)
 }
 
 void mp_cuda_stream_destroying(mp_cu_stream s) { mp_device_stream_destroyed(s); }
+
+static bool pinned_pooling(void)
+{
+    return mp_init() == MP_STATE_READY && mp_opt(MP_OPT_PINNED) && !mp_opt(MP_OPT_DISABLE);
+}
+
+/* cudaHostAlloc / cudaMallocHost (id tells which, flags 0 for the latter). */
+int mp_cuda_rt_host_alloc(mp_hook_id_t id, void **p, size_t size, unsigned flags)
+{
+    mp_hook_count(id);
+    if (p != NULL && pinned_pooling() && mp_pinned_alloc(p, size, flags) == MP_CUDA_SUCCESS)
+        return 0;
+    void *r = mp_hook_real(id);
+    if (r == NULL)
+        return 35;
+    if (id == MP_HOOK_cudaMallocHost) {
+        int (*real)(void **, size_t);
+        memcpy(&real, &r, sizeof(r));
+        return real(p, size);
+    }
+    int (*real)(void **, size_t, unsigned);
+    memcpy(&real, &r, sizeof(r));
+    return real(p, size, flags);
+}
+
+int mp_cuda_rt_host_free(void *p)
+{
+    mp_hook_count(MP_HOOK_cudaFreeHost);
+    if (p != NULL && mp_pinned_free(p))
+        return 0;
+    int (*real)(void *);
+    void *r = mp_hook_real(MP_HOOK_cudaFreeHost);
+    if (r == NULL)
+        return 35;
+    memcpy(&real, &r, sizeof(r));
+    return real(p);
+}
+
+mp_cu_result mp_cuda_drv_host_alloc(mp_hook_id_t id, void **p, size_t size, unsigned flags)
+{
+    mp_hook_count(id);
+    if (p != NULL && pinned_pooling()) {
+        mp_cu_result r = mp_pinned_alloc(p, size, flags);
+        if (r != MP_CUDA_ERROR_NOT_INITIALIZED)
+            return r;
+    }
+    if (!mp_cuda_load())
+        return MP_CUDA_ERROR_NOT_INITIALIZED;
+    return mp_cuda.host_alloc(p, size, flags); /* cuMemAllocHost == flags 0 */
+}
+
+mp_cu_result mp_cuda_drv_host_free(void *p)
+{
+    mp_hook_count(MP_HOOK_cuMemFreeHost);
+    if (p != NULL && mp_pinned_free(p))
+        return MP_CUDA_SUCCESS;
+    if (!mp_cuda_load())
+        return MP_CUDA_ERROR_NOT_INITIALIZED;
+    return mp_cuda.host_free(p);
+}

@@ -48,6 +48,8 @@ typedef struct batch {
 
 typedef struct dev_pool {
     pthread_mutex_t lock;
+    bool pinned;    /* page-locked host memory (cuMemHostAlloc) */
+    unsigned flags; /* cuMemHostAlloc flags of a pinned pool */
     dblock_t *ready[MP_DEV_CLASSES];
     dblock_t *pending;
     batch_t *fenced;        /* newest first */
@@ -59,7 +61,10 @@ typedef struct dev_pool {
     mp_device_stats_t st;
 } dev_pool_t;
 
-static dev_pool_t pools[MP_DEV_MAX];
+/* Device pools 0..MP_DEV_MAX-1, then one pinned pool per flag combination
+ * (portable, mapped, write-combined never mix). */
+#define MP_PINNED_POOLS 8
+static dev_pool_t pools[MP_DEV_MAX + MP_PINNED_POOLS];
 static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
 static dblock_t *live[LIVE_BUCKETS];
 static pthread_mutex_t slab_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -74,8 +79,30 @@ static batch_t *free_batches;
 
 static void init(void)
 {
-    for (int d = 0; d < MP_DEV_MAX; d++)
+    for (int d = 0; d < MP_DEV_MAX + MP_PINNED_POOLS; d++) {
         pthread_mutex_init(&pools[d].lock, NULL);
+        pools[d].pinned = d >= MP_DEV_MAX;
+        pools[d].flags = d >= MP_DEV_MAX ? (unsigned)(d - MP_DEV_MAX) : 0;
+    }
+}
+
+static mp_cu_result raw_alloc(const dev_pool_t *pl, mp_cu_ptr *p, size_t size)
+{
+    if (!pl->pinned)
+        return mp_cuda.mem_alloc(p, size);
+    void *h = NULL;
+    mp_cu_result r = mp_cuda.host_alloc(&h, size, pl->flags);
+    *p = (mp_cu_ptr)(uintptr_t)h;
+    return r;
+}
+
+/* cuMemFree and cuMemFreeHost wait for the work still using the block. */
+static void raw_free(const dev_pool_t *pl, mp_cu_ptr p)
+{
+    if (pl->pinned)
+        mp_cuda.host_free((void *)(uintptr_t)p);
+    else
+        mp_cuda.mem_free(p);
 }
 
 static void *rec_new(void)
@@ -229,15 +256,15 @@ static void collect(dev_pool_t *pl)
 /* Put the pending blocks behind one new fence (pool locked): an event on
  * the legacy stream (ordered after every blocking stream) and one on each
  * known non-blocking stream. */
-static void fence_pending(dev_pool_t *pl)
+static void fence_pending(dev_pool_t *pl, const dev_pool_t *reg)
 {
-    if (pl->pending == NULL || pl->too_many_streams)
+    if (pl->pending == NULL || reg->too_many_streams)
         return;
     batch_t *f = batch_new();
     if (f == NULL)
         return;
-    for (unsigned i = 0; i <= pl->nstreams; i++) {
-        mp_cu_stream s = i == 0 ? NULL : pl->nonblocking[i - 1];
+    for (unsigned i = 0; i <= reg->nstreams; i++) {
+        mp_cu_stream s = i == 0 ? NULL : reg->nonblocking[i - 1];
         mp_cu_event ev = NULL;
         if (pl->nspare)
             ev = pl->spare[--pl->nspare];
@@ -275,7 +302,7 @@ static size_t free_chain(dev_pool_t *pl, dblock_t *b)
     size_t freed = 0;
     while (b) {
         dblock_t *next = b->next;
-        mp_cuda.mem_free(b->ptr); /* cuMemFree waits for the device's work */
+        raw_free(pl, b->ptr);
         freed += b->size;
         pl->st.reserved -= (int64_t)b->size;
         pl->st.cached -= (int64_t)b->size;
@@ -308,17 +335,24 @@ static size_t release_cached(dev_pool_t *pl)
     return freed;
 }
 
-mp_cu_result mp_device_alloc(mp_cu_ptr *out, size_t size)
+/* The current context's device, or -1 (no driver, no context). */
+static int current_device(void)
 {
     pthread_once(&once, init);
-    if (!mp_cuda_load())
-        return MP_CUDA_ERROR_NOT_INITIALIZED;
-    int dev = 0;
-    if (mp_cuda.ctx_get_device(&dev) != MP_CUDA_SUCCESS || dev < 0 || dev >= MP_DEV_MAX)
-        return MP_CUDA_ERROR_NOT_INITIALIZED; /* the caller passes it through */
-    dev_pool_t *pl = &pools[dev];
+    int dev = -1;
+    if (!mp_cuda_load() || mp_cuda.ctx_get_device(&dev) != MP_CUDA_SUCCESS || dev < 0
+        || dev >= MP_DEV_MAX)
+        return -1;
+    return dev;
+}
+
+/* Serve size bytes from pool pl; reg holds the streams the fences cover
+ * (the current device's pool). */
+static mp_cu_result pool_alloc(dev_pool_t *pl, const dev_pool_t *reg, int idx, size_t max_block,
+                               mp_cu_ptr *out, size_t size)
+{
     size_t csize = size;
-    int cls = size > mp_opt(MP_OPT_DEVICE_MAX_BLOCK_SIZE) ? -1 : mp_device_class_of(size, &csize);
+    int cls = size > max_block ? -1 : mp_device_class_of(size, &csize);
     dblock_t *b = NULL;
     pthread_mutex_lock(&pl->lock);
     pl->st.requests++;
@@ -329,7 +363,7 @@ mp_cu_result mp_device_alloc(mp_cu_ptr *out, size_t size)
             collect(pl);
             b = pop_ready(pl, cls);
             if (b == NULL && pl->pending) {
-                fence_pending(pl);
+                fence_pending(pl, reg);
                 collect(pl); /* an idle device completes it at once */
                 b = pop_ready(pl, cls);
             }
@@ -343,13 +377,13 @@ mp_cu_result mp_device_alloc(mp_cu_ptr *out, size_t size)
 
     if (b == NULL) {
         mp_cu_ptr p = 0;
-        mp_cu_result r = mp_cuda.mem_alloc(&p, csize);
+        mp_cu_result r = raw_alloc(pl, &p, csize);
         if (r == MP_CUDA_ERROR_OUT_OF_MEMORY) {
             pthread_mutex_lock(&pl->lock);
             pl->st.oom_retries++;
             release_cached(pl);
             pthread_mutex_unlock(&pl->lock);
-            r = mp_cuda.mem_alloc(&p, csize);
+            r = raw_alloc(pl, &p, csize);
         }
         pthread_mutex_lock(&pl->lock);
         if (r != MP_CUDA_SUCCESS) {
@@ -361,13 +395,13 @@ mp_cu_result mp_device_alloc(mp_cu_ptr *out, size_t size)
         b = rec_new();
         if (b == NULL) { /* no record: hand out unpooled */
             pthread_mutex_unlock(&pl->lock);
-            mp_cuda.mem_free(p);
+            raw_free(pl, p);
             return MP_CUDA_ERROR_OUT_OF_MEMORY;
         }
         b->ptr = p;
         b->size = csize;
         b->cls = cls;
-        b->dev = dev;
+        b->dev = idx;
         if (cls >= 0)
             pl->st.misses++;
         else
@@ -385,33 +419,62 @@ mp_cu_result mp_device_alloc(mp_cu_ptr *out, size_t size)
     return MP_CUDA_SUCCESS;
 }
 
-int mp_device_free(mp_cu_ptr p)
+mp_cu_result mp_device_alloc(mp_cu_ptr *out, size_t size)
 {
-    if (p == 0)
-        return 1;
+    int dev = current_device();
+    if (dev < 0)
+        return MP_CUDA_ERROR_NOT_INITIALIZED; /* the caller passes it through */
+    return pool_alloc(&pools[dev], &pools[dev], dev, mp_opt(MP_OPT_DEVICE_MAX_BLOCK_SIZE), out, size);
+}
+
+mp_cu_result mp_pinned_alloc(void **out, size_t size, unsigned flags)
+{
+    int dev = current_device(); /* fences go on this context's streams */
+    if (dev < 0 || flags >= MP_PINNED_POOLS)
+        return MP_CUDA_ERROR_NOT_INITIALIZED;
+    int idx = MP_DEV_MAX + (int)flags;
+    mp_cu_ptr p = 0;
+    mp_cu_result r = pool_alloc(&pools[idx], &pools[dev], idx, mp_opt(MP_OPT_PINNED_MAX_BLOCK_SIZE), &p,
+                                size ? size : 1);
+    if (r == MP_CUDA_SUCCESS)
+        *out = (void *)(uintptr_t)p;
+    return r;
+}
+
+/* Take back a block of the wanted kind; 0 if it is not ours. */
+static int pool_free(mp_cu_ptr p, bool pinned)
+{
     dblock_t *b = live_take(p);
     if (b == NULL)
         return 0; /* not ours: the caller forwards to the driver */
     dev_pool_t *pl = &pools[b->dev];
+    if (pl->pinned != pinned) { /* cudaFreeHost of device memory, or the reverse */
+        live_add(b);
+        return 0; /* the real function reports the error */
+    }
     pthread_mutex_lock(&pl->lock);
     pl->st.releases++;
     pl->st.in_use -= (int64_t)b->size;
     if (b->cls < 0) {
         pl->st.reserved -= (int64_t)b->size;
         pthread_mutex_unlock(&pl->lock);
-        mp_cuda.mem_free(b->ptr); /* waits for the device, as the program expects */
+        raw_free(pl, b->ptr); /* waits for the device, as the program expects */
         rec_free(b);
         return 1;
     }
     b->next = pl->pending;
     pl->pending = b;
     pl->st.cached += (int64_t)b->size;
-    uint64_t limit = mp_opt(MP_OPT_DEVICE_CACHE_LIMIT);
+    uint64_t limit = mp_opt(pinned ? MP_OPT_PINNED_CACHE_LIMIT : MP_OPT_DEVICE_CACHE_LIMIT);
     if (limit && (uint64_t)pl->st.cached > limit)
-        release_cached(pl); /* cuMemFree itself waits for the device */
+        release_cached(pl); /* the free functions wait for the device */
     pthread_mutex_unlock(&pl->lock);
     return 1;
 }
+
+int mp_device_free(mp_cu_ptr p) { return p == 0 ? 1 : pool_free(p, false); }
+
+int mp_pinned_free(void *p) { return p == NULL ? 1 : pool_free((mp_cu_ptr)(uintptr_t)p, true); }
 
 size_t mp_device_trim(int dev)
 {
@@ -422,6 +485,18 @@ size_t mp_device_trim(int dev)
     size_t freed = release_cached(pl);
     pthread_mutex_unlock(&pl->lock);
     return freed;
+}
+
+void mp_pinned_stats(unsigned flags, mp_device_stats_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (flags >= MP_PINNED_POOLS)
+        return;
+    pthread_once(&once, init);
+    dev_pool_t *pl = &pools[MP_DEV_MAX + flags];
+    pthread_mutex_lock(&pl->lock);
+    *out = pl->st;
+    pthread_mutex_unlock(&pl->lock);
 }
 
 void mp_device_stats(int dev, mp_device_stats_t *out)
@@ -444,12 +519,8 @@ static void forget_chain(dblock_t *b)
     }
 }
 
-void mp_device_drop(int dev)
+static void forget_pool(dev_pool_t *pl)
 {
-    if (dev < 0 || dev >= MP_DEV_MAX)
-        return;
-    pthread_once(&once, init);
-    dev_pool_t *pl = &pools[dev];
     pthread_mutex_lock(&pl->lock);
     forget_chain(pl->pending);
     pl->pending = NULL;
@@ -459,23 +530,35 @@ void mp_device_drop(int dev)
         forget_chain(f->blocks);
         batch_free(f);
     }
-    pl->nstreams = 0;
-    pl->too_many_streams = false;
     for (int c = 0; c < MP_DEV_CLASSES; c++) {
         forget_chain(pl->ready[c]);
         pl->ready[c] = NULL;
     }
     pl->nspare = 0;
+    pl->nstreams = 0;
+    pl->too_many_streams = false;
     pl->st.reserved = pl->st.cached = pl->st.in_use = 0;
     pl->st.drops++;
     pthread_mutex_unlock(&pl->lock);
-    /* Live blocks of the device are invalid now: a later free of one goes
-     * to the driver, which reports it. */
+}
+
+void mp_device_drop(int dev)
+{
+    if (dev < 0 || dev >= MP_DEV_MAX)
+        return;
+    pthread_once(&once, init);
+    /* Pinned blocks may belong to the reset context too: forget them all
+     * (a leak at worst, never a block that no longer exists). */
+    forget_pool(&pools[dev]);
+    for (int i = MP_DEV_MAX; i < MP_DEV_MAX + MP_PINNED_POOLS; i++)
+        forget_pool(&pools[i]);
+    /* Live blocks are invalid now: a later free of one goes to the driver,
+     * which reports it. */
     pthread_mutex_lock(&live_lock);
     for (unsigned h = 0; h < LIVE_BUCKETS; h++) {
         dblock_t **pp = &live[h];
         while (*pp) {
-            if ((*pp)->dev == dev) {
+            if ((*pp)->dev == dev || (*pp)->dev >= MP_DEV_MAX) {
                 dblock_t *b = *pp;
                 *pp = b->next;
                 rec_free(b);
@@ -498,8 +581,7 @@ void mp_device_fork_child(void)
     pthread_mutex_init(&live_lock, NULL);
     pthread_mutex_init(&slab_lock, NULL);
     free_recs = NULL;
-    for (int d = 0; d < MP_DEV_MAX; d++)
-        pthread_mutex_init(&pools[d].lock, NULL);
+    init();
 }
 
 int mp_device_of_context(mp_cu_context ctx)

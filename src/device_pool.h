@@ -24,6 +24,12 @@ int mp_device_class_of(size_t size, size_t *class_size);
 mp_cu_result mp_device_alloc(mp_cu_ptr *out, size_t size);
 /* 1 if p was ours (now cached or freed), 0 if the driver should free it. */
 int mp_device_free(mp_cu_ptr p);
+/* Pinned (page-locked) host memory, one pool per cuMemHostAlloc flag set
+ * (portable 1, mapped 2, write-combined 4: never mixed); fenced like
+ * device blocks, since async copies may still use a freed buffer. */
+mp_cu_result mp_pinned_alloc(void **out, size_t size, unsigned flags);
+int mp_pinned_free(void *p);
+void mp_pinned_stats(unsigned flags, mp_device_stats_t *out);
 /* Free every cached block of a device; returns bytes freed. */
 size_t mp_device_trim(int dev);
 void mp_device_stats(int dev, mp_device_stats_t *out);

@@ -275,40 +275,56 @@ static void kv(out_t *o, const char *key, int64_t v, bool first)
     out_i64(o, v);
 }
 
-/* Device pools, one entry per device that saw a request. */
+static void json_pool(out_t *o, const char *key, int64_t id, const mp_device_stats_t *st)
+{
+    kv(o, key, id, true);
+    kv(o, "requests", (int64_t)st->requests, false);
+    kv(o, "hits", (int64_t)st->hits, false);
+    kv(o, "misses", (int64_t)st->misses, false);
+    kv(o, "unpooled", (int64_t)st->unpooled, false);
+    out_str(o, ", \"hit_rate\": ");
+    out_fixed(o, ratio(st->hits, st->requests), 4);
+    kv(o, "releases", (int64_t)st->releases, false);
+    kv(o, "bytes_requested", (int64_t)st->req_bytes, false);
+    kv(o, "bytes_in_use", st->in_use, false);
+    kv(o, "bytes_in_use_peak", st->in_use_peak, false);
+    kv(o, "bytes_reserved", st->reserved, false);
+    kv(o, "bytes_reserved_peak", st->reserved_peak, false);
+    kv(o, "cached_bytes", st->cached, false);
+    kv(o, "trims", (int64_t)st->trims, false);
+    kv(o, "fences_recorded", (int64_t)st->fences_recorded, false);
+    kv(o, "fences_pending", (int64_t)st->fences_pending, false);
+    kv(o, "oom_retries", (int64_t)st->oom_retries, false);
+    kv(o, "ooms", (int64_t)st->ooms, false);
+    kv(o, "context_drops", (int64_t)st->drops, false);
+}
+
+/* Device pools (one entry per device) and pinned pools (one per flag set)
+ * that saw a request. */
 static void write_json_device(out_t *o)
 {
-    bool any = false;
-    for (int d = 0; d < MP_DEV_MAX; d++) {
-        mp_device_stats_t st;
-        mp_device_stats(d, &st);
-        if (st.requests == 0 && st.releases == 0)
-            continue;
-        out_str(o, any ? ",\n        {" : ",\n    \"device\": {\n      \"devices\": [\n        {");
-        any = true;
-        kv(o, "device", d, true);
-        kv(o, "requests", (int64_t)st.requests, false);
-        kv(o, "hits", (int64_t)st.hits, false);
-        kv(o, "misses", (int64_t)st.misses, false);
-        kv(o, "unpooled", (int64_t)st.unpooled, false);
-        out_str(o, ", \"hit_rate\": ");
-        out_fixed(o, ratio(st.hits, st.requests), 4);
-        kv(o, "releases", (int64_t)st.releases, false);
-        kv(o, "bytes_requested", (int64_t)st.req_bytes, false);
-        kv(o, "bytes_in_use", st.in_use, false);
-        kv(o, "bytes_in_use_peak", st.in_use_peak, false);
-        kv(o, "bytes_reserved", st.reserved, false);
-        kv(o, "bytes_reserved_peak", st.reserved_peak, false);
-        kv(o, "cached_bytes", st.cached, false);
-        kv(o, "trims", (int64_t)st.trims, false);
-        kv(o, "fences_recorded", (int64_t)st.fences_recorded, false);
-        kv(o, "fences_pending", (int64_t)st.fences_pending, false);
-        kv(o, "oom_retries", (int64_t)st.oom_retries, false);
-        kv(o, "ooms", (int64_t)st.ooms, false);
-        out_str(o, "}");
+    for (int kind = 0; kind < 2; kind++) {
+        bool any = false;
+        for (int i = 0; i < (kind == 0 ? MP_DEV_MAX : 8); i++) {
+            mp_device_stats_t st;
+            if (kind == 0)
+                mp_device_stats(i, &st);
+            else
+                mp_pinned_stats((unsigned)i, &st);
+            if (st.requests == 0 && st.releases == 0)
+                continue;
+            if (!any)
+                out_str(o, kind == 0 ? ",\n    \"device\": {\"devices\": [\n        {"
+                                     : ",\n    \"pinned\": {\"pools\": [\n        {");
+            else
+                out_str(o, ",\n        {");
+            any = true;
+            json_pool(o, kind == 0 ? "device" : "flags", i, &st);
+            out_str(o, "}");
+        }
+        if (any)
+            out_str(o, "\n      ]}");
     }
-    if (any)
-        out_str(o, "\n      ]\n    }");
 }
 
 /* CUDA hooks that were called or handed out (path: runtime, driver, loader). */

@@ -61,6 +61,19 @@ int main(void)
         FAIL("huge cudaMalloc did not fail with cudaErrorMemoryAllocation");
     if (cudaGetLastError() != cudaErrorMemoryAllocation)
         FAIL("cudaGetLastError does not report the failed cudaMalloc");
+    /* Pinned staging buffers, allocated and freed every step. */
+    for (int i = 0; i < N; i++) {
+        void *h = NULL;
+        if (cudaHostAlloc(&h, 1 << 20, i % 2 ? cudaHostAllocMapped : cudaHostAllocDefault) != cudaSuccess)
+            FAIL("cudaHostAlloc %d failed", i);
+        memset(h, i, 1 << 20);
+        void *d = NULL;
+        if ((i % 2 == 1) != (cudaHostGetDevicePointer(&d, h, 0) == cudaSuccess))
+            FAIL("pinned flags mixed up at %d", i);
+        cudaGetLastError(); /* the expected failure of the unmapped case */
+        if (cudaFreeHost(h) != cudaSuccess)
+            FAIL("cudaFreeHost %d failed", i);
+    }
     /* A reset frees every allocation: the pool must not hand one out again. */
     if (cudaDeviceReset() != cudaSuccess)
         FAIL("cudaDeviceReset failed");
@@ -75,7 +88,8 @@ int main(void)
     fake_cuda_counters_t c = {0};
     if (counters)
         counters(&c);
-    printf("ok mallocs=%d driver_allocs=%llu driver_frees=%llu\n", N + 6,
-           (unsigned long long)c.mem_alloc, (unsigned long long)c.mem_free);
+    printf("ok mallocs=%d driver_allocs=%llu driver_frees=%llu host_allocs=%llu\n", N + 6,
+           (unsigned long long)c.mem_alloc, (unsigned long long)c.mem_free,
+           (unsigned long long)c.host_alloc);
     return 0;
 }

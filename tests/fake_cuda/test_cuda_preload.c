@@ -27,7 +27,8 @@ static const app_t apps[] = {
 };
 
 /* Run app; parse "ok mallocs=M driver_allocs=A ..." */
-static void run_app(const char *exe, const char *stats_dir, long *mallocs, long *driver_allocs)
+static void run_app(const char *exe, const char *stats_dir, long *mallocs, long *driver_allocs,
+                    long *host_allocs)
 {
     char cmd[4096], line[512] = "";
     snprintf(cmd, sizeof(cmd), "cd /tmp && env LD_LIBRARY_PATH=%s %s%s%s%s %s/%s", getenv("MP_FAKE_DIR"),
@@ -40,21 +41,25 @@ static void run_app(const char *exe, const char *stats_dir, long *mallocs, long 
     int st = pclose(f);
     ck_assert_msg(got && WIFEXITED(st) && WEXITSTATUS(st) == 0 && strncmp(line, "ok ", 3) == 0,
                   "%s (%s): %s", exe, stats_dir ? "with the shim" : "alone", line);
-    ck_assert_int_eq(sscanf(line, "ok mallocs=%ld driver_allocs=%ld", mallocs, driver_allocs), 2);
+    *host_allocs = -1; /* only the runtime programs use pinned memory */
+    ck_assert_int_ge(sscanf(line, "ok mallocs=%ld driver_allocs=%ld driver_frees=%*d host_allocs=%ld",
+                            mallocs, driver_allocs, host_allocs), 2);
 }
 
 START_TEST(app_pooled_through_its_path)
 {
     const app_t *a = &apps[_i];
-    long m1, d1, m2, d2;
-    run_app(a->exe, NULL, &m1, &d1);
+    long m1, d1, m2, d2, h1, h2;
+    run_app(a->exe, NULL, &m1, &d1, &h1);
     ck_assert_int_ge(d1, m1 - 1); /* alone: every allocation reaches the driver */
 
     char dir[] = "/tmp/mempool-cuda-XXXXXX", cmd[8192];
     ck_assert_ptr_nonnull(mkdtemp(dir));
-    run_app(a->exe, dir, &m2, &d2);
+    run_app(a->exe, dir, &m2, &d2, &h2);
     ck_assert_int_eq(m1, m2);
     ck_assert_msg(d2 * 3 < d1, "%s: %ld driver allocations with the shim, %ld without", a->exe, d2, d1);
+    ck_assert_msg(h1 < 0 || h2 * 10 < h1, "%s: %ld pinned allocations with the shim, %ld without",
+                  a->exe, h2, h1);
 
     snprintf(cmd, sizeof(cmd),
              "python3 -c 'import json,glob,sys\n"
@@ -64,8 +69,9 @@ START_TEST(app_pooled_through_its_path)
              "h = {x[\"name\"]: x for x in d[\"cuda_hooks\"]}\n"
              "assert h[sys.argv[2]][sys.argv[3]] > 0, h\n"
              "dev = d[\"kinds\"][\"device\"][\"devices\"][0]\n"
-             "assert dev[\"hits\"] > 0 and dev[\"bytes_in_use\"] == 0, dev' %s %s %s",
-             dir, a->hook, a->hook_field);
+             "assert dev[\"hits\"] > 0 and dev[\"bytes_in_use\"] == 0, dev\n"
+             "assert sys.argv[4] == \"cu_app\" or d[\"kinds\"][\"pinned\"][\"pools\"], d[\"kinds\"]' %s %s %s %s",
+             dir, a->hook, a->hook_field, a->exe);
     ck_assert_msg(system(cmd) == 0, "%s: stats file lacks the hook or device rows", a->exe);
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
     ck_assert_int_eq(system(cmd), 0);

@@ -256,6 +256,43 @@ START_TEST(forked_child_starts_empty)
 }
 END_TEST
 
+START_TEST(pinned_flags_never_mix)
+{
+    start();
+    void *m = NULL, *u = NULL, *m2 = NULL;
+    ck_assert_int_eq(mp_pinned_alloc(&m, 5000, CU_MEMHOSTALLOC_DEVICEMAP), CUDA_SUCCESS);
+    ck_assert_int_eq(mp_pinned_free(m), 1);
+    ck_assert_int_eq(mp_pinned_alloc(&u, 5000, 0), CUDA_SUCCESS); /* unmapped: not m */
+    ck_assert_ptr_ne(u, m);
+    ck_assert_int_eq(mp_pinned_alloc(&m2, 5000, CU_MEMHOSTALLOC_DEVICEMAP), CUDA_SUCCESS);
+    ck_assert_ptr_eq(m2, m); /* same flags: reused */
+    CUresult (*devptr)(CUdeviceptr *, void *, unsigned);
+    *(void **)&devptr = dlsym(dlopen("libcuda.so.1", RTLD_NOW), "cuMemHostGetDevicePointer_v2");
+    CUdeviceptr d = 0;
+    ck_assert_int_eq(devptr(&d, m2, 0), CUDA_SUCCESS); /* still a mapped allocation */
+    ck_assert_int_eq(devptr(&d, u, 0), CUDA_ERROR_INVALID_VALUE);
+    ck_assert_uint_eq(counters().host_alloc, 2);
+    mp_device_stats_t st;
+    mp_pinned_stats(CU_MEMHOSTALLOC_DEVICEMAP, &st);
+    ck_assert_uint_eq(st.hits, 1);
+    ck_assert_int_eq(mp_device_free((CUdeviceptr)(uintptr_t)u), 0); /* pinned is not device memory */
+    ck_assert_int_eq(mp_pinned_free(u), 1);
+}
+END_TEST
+
+START_TEST(pinned_reuse_waits_for_copies)
+{
+    start();
+    void *a = NULL, *b = NULL;
+    ck_assert_int_eq(mp_pinned_alloc(&a, 8192, 0), CUDA_SUCCESS);
+    /* an async "copy" into the pinned buffer, still running at free time */
+    ck_assert_int_eq(fk.launch(NULL, (CUdeviceptr)(uintptr_t)a, 0x77, 8192, 60000), CUDA_SUCCESS);
+    ck_assert_int_eq(mp_pinned_free(a), 1);
+    ck_assert_int_eq(mp_pinned_alloc(&b, 8192, 0), CUDA_SUCCESS);
+    ck_assert_ptr_ne(a, b);
+}
+END_TEST
+
 static Suite *device_suite(void)
 {
     Suite *s = suite_create("device_pool");
@@ -271,6 +308,8 @@ static Suite *device_suite(void)
     tcase_add_test(tc, two_devices_and_foreign_pointers);
     tcase_add_test(tc, reset_forgets_the_pool);
     tcase_add_test(tc, forked_child_starts_empty);
+    tcase_add_test(tc, pinned_flags_never_mix);
+    tcase_add_test(tc, pinned_reuse_waits_for_copies);
     suite_add_tcase(s, tc);
     return s;
 }
