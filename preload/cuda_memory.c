@@ -93,6 +93,10 @@ MP_EXPORT int cuMemFreeAsync_ptsz(mp_cu_ptr p, stream_t s)
 }
 MP_EXPORT int cuDevicePrimaryCtxReset_v2(int dev) { return mp_cuda_drv_primary_reset(dev); }
 MP_EXPORT int cuCtxDestroy_v2(mp_cu_context ctx) { return mp_cuda_drv_ctx_destroy(ctx); }
+MP_EXPORT int cuMemGetAddressRange_v2(mp_cu_ptr *base, size_t *size, mp_cu_ptr p)
+{
+    return mp_cuda_drv_address_range(base, size, p);
+}
 
 /* ---- streams: non-blocking ones must be fenced too -------------------------- */
 

@@ -60,6 +60,7 @@ int mp_cuda_rt_free(void *p);
 mp_cu_result mp_cuda_drv_mem_alloc(mp_cu_ptr *p, size_t size);
 mp_cu_result mp_cuda_drv_mem_free(mp_cu_ptr p);
 int mp_cuda_rt_device_reset(void);
+mp_cu_result mp_cuda_drv_address_range(mp_cu_ptr *base, size_t *size, mp_cu_ptr p);
 int mp_cuda_rt_host_alloc(mp_hook_id_t id, void **p, size_t size, unsigned flags);
 int mp_cuda_rt_host_free(void *p);
 mp_cu_result mp_cuda_drv_host_alloc(mp_hook_id_t id, void **p, size_t size, unsigned flags);

@@ -189,3 +189,16 @@ mp_cu_result mp_cuda_drv_host_free(void *p)
         return MP_CUDA_ERROR_NOT_INITIALIZED;
     return mp_cuda.host_free(p);
 }
+
+mp_cu_result mp_cuda_drv_address_range(mp_cu_ptr *base, size_t *size, mp_cu_ptr p)
+{
+    mp_hook_count(MP_HOOK_cuMemGetAddressRange_v2);
+    if (mp_device_range(p, base, size))
+        return MP_CUDA_SUCCESS;
+    mp_cu_result (*real)(mp_cu_ptr *, size_t *, mp_cu_ptr);
+    void *r = mp_hook_real(MP_HOOK_cuMemGetAddressRange_v2);
+    if (r == NULL)
+        return MP_CUDA_ERROR_NOT_INITIALIZED;
+    memcpy(&real, &r, sizeof(r));
+    return real(base, size, p);
+}

@@ -32,6 +32,7 @@
 typedef struct dblock {
     mp_cu_ptr ptr;
     size_t size; /* class size, or the request when unpooled */
+    size_t req;  /* bytes the program asked for (what address-range queries report) */
     int cls;     /* -1: unpooled */
     int dev;
     struct dblock *next;
@@ -410,6 +411,7 @@ static mp_cu_result pool_alloc(dev_pool_t *pl, const dev_pool_t *reg, int idx, s
         max_update(&pl->st.reserved_peak, pl->st.reserved);
         pthread_mutex_unlock(&pl->lock);
     }
+    b->req = size;
     pthread_mutex_lock(&pl->lock);
     pl->st.in_use += (int64_t)b->size;
     max_update(&pl->st.in_use_peak, pl->st.in_use);
@@ -636,4 +638,25 @@ void mp_device_stream_destroyed(mp_cu_stream s)
             }
         pthread_mutex_unlock(&pl->lock);
     }
+}
+
+int mp_device_range(mp_cu_ptr p, mp_cu_ptr *base, size_t *size)
+{
+    unsigned h;
+    pthread_mutex_lock(&live_lock);
+    /* Only block starts are in the map; interior pointers are the driver's
+     * business (it answers with the whole block, a superset). */
+    h = live_hash(p);
+    dblock_t *b = live[h];
+    while (b && b->ptr != p)
+        b = b->next;
+    int found = b != NULL && b->dev < MP_DEV_MAX;
+    if (found) {
+        if (base)
+            *base = b->ptr;
+        if (size)
+            *size = b->req;
+    }
+    pthread_mutex_unlock(&live_lock);
+    return found;
 }

@@ -29,6 +29,9 @@ int mp_device_free(mp_cu_ptr p);
  * device blocks, since async copies may still use a freed buffer. */
 mp_cu_result mp_pinned_alloc(void **out, size_t size, unsigned flags);
 int mp_pinned_free(void *p);
+/* cuMemGetAddressRange for the start of a pooled block: its base and the
+ * size the program asked for (not the class size).  1 if answered. */
+int mp_device_range(mp_cu_ptr p, mp_cu_ptr *base, size_t *size);
 void mp_pinned_stats(unsigned flags, mp_device_stats_t *out);
 /* Free every cached block of a device; returns bytes freed. */
 size_t mp_device_trim(int dev);

@@ -33,13 +33,20 @@ int main(void)
             return 1;
         }
     }
+    CUdeviceptr q = 0, base = 0;
+    size_t size = 0;
+    if (cuMemAlloc_v2(&q, 1000) || cuMemGetAddressRange_v2(&base, &size, q) || base != q || size != 1000) {
+        printf("address range of a 1000-byte block: base %#llx size %zu\n", (unsigned long long)base, size);
+        return 1;
+    }
+    cuMemFree_v2(q);
     if (cuMemFree_v2((CUdeviceptr)0x1234) != CUDA_ERROR_INVALID_VALUE) {
         puts("freeing a foreign pointer did not reach the driver");
         return 1;
     }
     fake_cuda_counters_t c;
     fakecuCounters(&c);
-    printf("ok mallocs=%d driver_allocs=%llu driver_frees=%llu\n", N, (unsigned long long)c.mem_alloc,
+    printf("ok mallocs=%d driver_allocs=%llu driver_frees=%llu\n", N + 1, (unsigned long long)c.mem_alloc,
            (unsigned long long)c.mem_free);
     return 0;
 }
