@@ -464,8 +464,13 @@ static int pool_free(mp_cu_ptr p, bool pinned)
         rec_free(b);
         return 1;
     }
-    b->next = pl->pending;
-    pl->pending = b;
+    if (mp_opt(MP_OPT_DEVICE_FENCES) == 1) { /* none: the program vouches for it */
+        b->next = pl->ready[b->cls];
+        pl->ready[b->cls] = b;
+    } else {
+        b->next = pl->pending;
+        pl->pending = b;
+    }
     pl->st.cached += (int64_t)b->size;
     uint64_t limit = mp_opt(pinned ? MP_OPT_PINNED_CACHE_LIMIT : MP_OPT_DEVICE_CACHE_LIMIT);
     if (limit && (uint64_t)pl->st.cached > limit)

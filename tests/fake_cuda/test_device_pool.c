@@ -293,6 +293,21 @@ START_TEST(pinned_reuse_waits_for_copies)
 }
 END_TEST
 
+START_TEST(fences_none_reuses_at_once)
+{
+    setenv("MEMPOOL_DEVICE_FENCES", "none", 1);
+    start();
+    CUdeviceptr a = 0, b = 0;
+    ck_assert_int_eq(mp_device_alloc(&a, 4096), CUDA_SUCCESS);
+    ck_assert_int_eq(fk.launch(NULL, a, 0x11, 4096, 50000), CUDA_SUCCESS);
+    ck_assert_int_eq(mp_device_free(a), 1);
+    ck_assert_int_eq(mp_device_alloc(&b, 4096), CUDA_SUCCESS);
+    ck_assert_uint_eq(a, b); /* the program said it needs no fence */
+    ck_assert_uint_eq(stats(0).fences_recorded, 0);
+    ck_assert_uint_eq(counters().event_record, 0);
+}
+END_TEST
+
 static Suite *device_suite(void)
 {
     Suite *s = suite_create("device_pool");
@@ -309,6 +324,7 @@ static Suite *device_suite(void)
     tcase_add_test(tc, reset_forgets_the_pool);
     tcase_add_test(tc, forked_child_starts_empty);
     tcase_add_test(tc, pinned_flags_never_mix);
+    tcase_add_test(tc, fences_none_reuses_at_once);
     tcase_add_test(tc, pinned_reuse_waits_for_copies);
     suite_add_tcase(s, tc);
     return s;
