@@ -162,6 +162,20 @@ START_TEST(exports_only_the_interface)
 }
 END_TEST
 
+START_TEST(cuda_exports_match_hook_table)
+{
+    /* Every row of src/cuda_hooks.def is exported (its wrapper exists and is
+     * in exports.map), and every exported cu and cuda name is a row. */
+    char cmd[4200];
+    snprintf(cmd, sizeof(cmd),
+             "table=$(sed -n 's/^MP_HOOK(\\([A-Za-z0-9_]*\\),.*/\\1/p' %s/src/cuda_hooks.def | sort);"
+             " exported=$(nm -D --defined-only %s | awk '{print $3}' | grep -E '^(cu|dlsym$)' | sort);"
+             " test -n \"$table\" && test \"$table\" = \"$exported\"",
+             getenv("MP_SRCDIR"), getenv("MP_PRELOAD"));
+    ck_assert_int_eq(shell(cmd), 0);
+}
+END_TEST
+
 START_TEST(mempool_run_writes_stats)
 {
     char cmd[4200];
@@ -185,6 +199,7 @@ static Suite *programs_suite(void)
     tcase_add_test(tc, invalid_option_one_line);
     tcase_add_test(tc, exports_only_the_interface);
     tcase_add_test(tc, mempool_run_writes_stats);
+    tcase_add_test(tc, cuda_exports_match_hook_table);
     tcase_set_timeout(tc, 120);
     suite_add_tcase(s, tc);
     return s;
