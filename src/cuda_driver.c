@@ -44,6 +44,7 @@ static void load(void)
         E(ctx_pop, "cuCtxPopCurrent"),
         E(host_alloc, "cuMemHostAlloc"),
         E(host_free, "cuMemFreeHost"),
+        E(total_mem, "cuDeviceTotalMem"),
 #undef E
     };
     for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {

@@ -22,6 +22,7 @@ typedef struct mp_cuda {
     mp_cu_result (*ctx_pop)(mp_cu_context *);
     mp_cu_result (*host_alloc)(void **, size_t, unsigned);
     mp_cu_result (*host_free)(void *);
+    mp_cu_result (*total_mem)(size_t *, int);
 } mp_cuda_t;
 
 extern mp_cuda_t mp_cuda;

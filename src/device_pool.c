@@ -443,6 +443,27 @@ mp_cu_result mp_pinned_alloc(void **out, size_t size, unsigned flags)
     return r;
 }
 
+/* MEMPOOL_DEVICE_CACHE_LIMIT in bytes for a device (a percentage is of
+ * the device's memory, asked once). */
+static uint64_t device_cache_limit(int dev)
+{
+    static _Atomic uint64_t resolved[MP_DEV_MAX];
+    uint64_t v = mp_opt(MP_OPT_DEVICE_CACHE_LIMIT);
+    if (!(v & MP_OPT_PERCENT))
+        return v;
+    uint64_t r = atomic_load_explicit(&resolved[dev], memory_order_relaxed);
+    if (r == 0) {
+        size_t total = 0;
+        if (mp_cuda.total_mem(&total, dev) != MP_CUDA_SUCCESS || total == 0)
+            return 0; /* unknown: no limit */
+        r = (uint64_t)total / 100 * (v & 0xff);
+        if (r == 0)
+            r = 1; /* 0%: keep nothing */
+        atomic_store_explicit(&resolved[dev], r, memory_order_relaxed);
+    }
+    return r;
+}
+
 /* Take back a block of the wanted kind; 0 if it is not ours. */
 static int pool_free(mp_cu_ptr p, bool pinned)
 {
@@ -472,7 +493,7 @@ static int pool_free(mp_cu_ptr p, bool pinned)
         pl->pending = b;
     }
     pl->st.cached += (int64_t)b->size;
-    uint64_t limit = mp_opt(pinned ? MP_OPT_PINNED_CACHE_LIMIT : MP_OPT_DEVICE_CACHE_LIMIT);
+    uint64_t limit = pinned ? mp_opt(MP_OPT_PINNED_CACHE_LIMIT) : device_cache_limit(b->dev);
     if (limit && (uint64_t)pl->st.cached > limit)
         release_cached(pl); /* the free functions wait for the device */
     pthread_mutex_unlock(&pl->lock);

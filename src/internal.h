@@ -32,7 +32,11 @@ typedef enum mp_opt_type {
     MP_OPT_count,
     MP_OPT_choice,
     MP_OPT_path,
+    MP_OPT_size_or_percent, /* bytes, or "N%" of something the option names */
 } mp_opt_type_t;
+
+/* A size_or_percent value holding a percentage has this bit set. */
+#define MP_OPT_PERCENT (1ull << 63)
 
 typedef enum mp_opt_id {
 #define MP_OPTION(id, type, def, min, max, choices, doc) MP_OPT_##id,

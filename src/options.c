@@ -87,10 +87,30 @@ const char *mp_option_parse(mp_opt_id_t id, const char *text, uint64_t *out)
             return NULL;
         }
         return "not a boolean (use 1/0, true/false, yes/no, on/off)";
+    case MP_OPT_size_or_percent: {
+        size_t n = strlen(text);
+        if (n > 1 && text[n - 1] == '%') {
+            char num[24];
+            if (n - 1 >= sizeof(num))
+                return "number too large";
+            memcpy(num, text, n - 1);
+            num[n - 1] = '\0';
+            uint64_t pct;
+            const char *why = parse_number(num, false, &pct);
+            if (why)
+                return why;
+            if (pct > 100)
+                return "above 100%";
+            *out = MP_OPT_PERCENT | pct;
+            return NULL;
+        }
+    }
+        /* a plain size */
+        /* fall through */
     case MP_OPT_size:
     case MP_OPT_count: {
         uint64_t v, lo = 0, hi = 0;
-        const char *why = parse_number(text, d->type == MP_OPT_size, &v);
+        const char *why = parse_number(text, d->type != MP_OPT_count, &v);
         if (why)
             return why;
         parse_number(d->min, true, &lo);

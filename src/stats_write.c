@@ -243,6 +243,14 @@ static void json_option(out_t *o, int i)
     case MP_OPT_bool:
         out_str(o, v ? "true" : "false");
         break;
+    case MP_OPT_size_or_percent:
+        if (v & MP_OPT_PERCENT) {
+            char pct[8];
+            snprintf(pct, sizeof(pct), "%u%%", (unsigned)(v & 0xff));
+            out_json_str(o, pct);
+            break;
+        }
+        /* fall through */
     case MP_OPT_size:
     case MP_OPT_count:
         out_u64(o, v);

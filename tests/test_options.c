@@ -60,6 +60,12 @@ static const parse_case_t cases[] = {
     {MP_OPT_LOG_LEVEL, "debug", NULL, MP_LOG_DEBUG},
     {MP_OPT_LOG_LEVEL, "none", NULL, MP_LOG_NONE},
     {MP_OPT_STATS_FILE, "/tmp/x.%p.json", NULL, 0},
+    {MP_OPT_DEVICE_CACHE_LIMIT, "2G", NULL, 2ull << 30},
+    {MP_OPT_DEVICE_CACHE_LIMIT, "50%", NULL, MP_OPT_PERCENT | 50},
+    {MP_OPT_DEVICE_CACHE_LIMIT, "0%", NULL, MP_OPT_PERCENT},
+    {MP_OPT_DEVICE_CACHE_LIMIT, "101%", "above 100%", 0},
+    {MP_OPT_DEVICE_CACHE_LIMIT, "x%", "not a number", 0},
+    {MP_OPT_DEVICE_CACHE_LIMIT, "%", "not a number", 0},
     {MP_OPT_STATS_FILE, "", "empty value", 0},
 };
 

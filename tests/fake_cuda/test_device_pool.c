@@ -293,6 +293,22 @@ START_TEST(pinned_reuse_waits_for_copies)
 }
 END_TEST
 
+START_TEST(cache_limit_as_percentage)
+{
+    setenv("MEMPOOL_DEVICE_CACHE_LIMIT", "1%", 1);
+    start();
+    fk.set_capacity(0, 1 << 20); /* 1% = 10485 bytes */
+    CUdeviceptr a[4];
+    for (int i = 0; i < 4; i++)
+        ck_assert_int_eq(mp_device_alloc(&a[i], 4096), CUDA_SUCCESS);
+    for (int i = 0; i < 2; i++)
+        ck_assert_int_eq(mp_device_free(a[i]), 1);
+    ck_assert_uint_eq(stats(0).trims, 0); /* 8 KiB cached: under the limit */
+    ck_assert_int_eq(mp_device_free(a[2]), 1);
+    ck_assert_uint_eq(stats(0).trims, 3); /* 12 KiB: over, released */
+}
+END_TEST
+
 START_TEST(fences_none_reuses_at_once)
 {
     setenv("MEMPOOL_DEVICE_FENCES", "none", 1);
@@ -325,6 +341,7 @@ static Suite *device_suite(void)
     tcase_add_test(tc, forked_child_starts_empty);
     tcase_add_test(tc, pinned_flags_never_mix);
     tcase_add_test(tc, fences_none_reuses_at_once);
+    tcase_add_test(tc, cache_limit_as_percentage);
     tcase_add_test(tc, pinned_reuse_waits_for_copies);
     suite_add_tcase(s, tc);
     return s;
