@@ -69,14 +69,9 @@ static dev_pool_t pools[MP_DEV_MAX + MP_PINNED_POOLS];
 static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
 static dblock_t *live[LIVE_BUCKETS];
 static pthread_mutex_t slab_lock = PTHREAD_MUTEX_INITIALIZER;
-static void *free_recs; /* dblock_t and batch_t records, one size */
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
-typedef union rec {
-    dblock_t b;
-    union rec *next_free;
-} rec_t;
-static batch_t *free_batches;
+
 
 static void init(void)
 {
@@ -106,70 +101,49 @@ static void raw_free(const dev_pool_t *pl, mp_cu_ptr p)
         mp_cuda.mem_free(p);
 }
 
-static void *rec_new(void)
+/* Fixed-size records (block and fence bookkeeping) from mmap'ed slabs:
+ * the shim must not call malloc for its own books. */
+typedef struct free_item {
+    struct free_item *next;
+} free_item_t;
+
+static void *slab_get(free_item_t **list, size_t size)
 {
     pthread_mutex_lock(&slab_lock);
-    if (free_recs == NULL) {
-        size_t n = 65536 / sizeof(rec_t);
-        rec_t *slab = mmap(NULL, n * sizeof(rec_t), PROT_READ | PROT_WRITE,
-                           MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (*list == NULL) {
+        size_t n = 65536 / size;
+        char *slab = mmap(NULL, n * size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (slab == MAP_FAILED) {
             pthread_mutex_unlock(&slab_lock);
             return NULL;
         }
         for (size_t i = 0; i < n; i++) {
-            slab[i].next_free = free_recs;
-            free_recs = &slab[i];
+            free_item_t *it = (free_item_t *)(slab + i * size);
+            it->next = *list;
+            *list = it;
         }
     }
-    rec_t *r = free_recs;
-    free_recs = r->next_free;
+    free_item_t *it = *list;
+    *list = it->next;
     pthread_mutex_unlock(&slab_lock);
-    memset(r, 0, sizeof(*r));
-    return r;
+    memset(it, 0, size);
+    return it;
 }
 
-static void rec_free(void *p)
+static void slab_put(free_item_t **list, void *p)
 {
-    rec_t *r = p;
+    free_item_t *it = p;
     pthread_mutex_lock(&slab_lock);
-    r->next_free = free_recs;
-    free_recs = r;
+    it->next = *list;
+    *list = it;
     pthread_mutex_unlock(&slab_lock);
 }
 
-static batch_t *batch_new(void)
-{
-    pthread_mutex_lock(&slab_lock);
-    if (free_batches == NULL) {
-        size_t n = 65536 / sizeof(batch_t);
-        batch_t *slab = mmap(NULL, n * sizeof(batch_t), PROT_READ | PROT_WRITE,
-                             MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (slab == MAP_FAILED) {
-            pthread_mutex_unlock(&slab_lock);
-            return NULL;
-        }
-        for (size_t i = 0; i < n; i++) {
-            slab[i].next = free_batches;
-            free_batches = &slab[i];
-        }
-    }
-    batch_t *f = free_batches;
-    free_batches = f->next;
-    pthread_mutex_unlock(&slab_lock);
-    f->blocks = NULL;
-    f->next = NULL;
-    f->nevents = 0;
-    return f;
-}
-
-static void batch_free(batch_t *f)
-{
-    pthread_mutex_lock(&slab_lock);
-    f->next = free_batches;
-    free_batches = f;
-    pthread_mutex_unlock(&slab_lock);
-}
+static free_item_t *free_recs, *free_batches;
+static void *rec_new(void) { return slab_get(&free_recs, sizeof(dblock_t)); }
+static void rec_free(void *p) { slab_put(&free_recs, p); }
+static batch_t *batch_new(void) { return slab_get(&free_batches, sizeof(batch_t)); }
+static void batch_free(batch_t *f) { slab_put(&free_batches, f); }
 
 int mp_device_class_of(size_t size, size_t *class_size)
 {
