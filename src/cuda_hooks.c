@@ -23,6 +23,7 @@ const mp_hook_desc_t mp_hook_table[MP_HOOK_COUNT] = {
 
 _Atomic uint64_t mp_hook_calls[MP_HOOK_COUNT];
 _Atomic uint64_t mp_hook_handed_out[MP_HOOK_COUNT];
+_Atomic int mp_hook_missing[MP_HOOK_COUNT];
 static void *wrappers[MP_HOOK_COUNT]; /* as data pointers, the way dlsym returns them */
 static _Atomic(void *) real[MP_HOOK_COUNT];
 static _Atomic(mp_dlsym_fn) real_dlsym;
@@ -51,8 +52,13 @@ void *mp_hook_real(mp_hook_id_t id)
     void *r = atomic_load_explicit(&real[id], memory_order_acquire);
     if (r == NULL) {
         r = mp_real_dlsym()(RTLD_NEXT, mp_hook_table[id].name);
-        if (r != NULL)
+        if (r != NULL) {
             atomic_store_explicit(&real[id], r, memory_order_release);
+        } else if (atomic_exchange(&mp_hook_missing[id], 1) == 0) {
+            /* Called, yet nothing real behind it: say so once. */
+            mp_log(MP_LOG_WARN, "%s was called but no real %s was found behind the shim; "
+                   "the call fails", mp_hook_table[id].name, mp_hook_table[id].name);
+        }
     }
     return r;
 }

@@ -28,6 +28,8 @@ extern const mp_hook_desc_t mp_hook_table[MP_HOOK_COUNT];
 extern _Atomic uint64_t mp_hook_calls[MP_HOOK_COUNT];
 /* How often each wrapper was handed out by dlsym / cuGetProcAddress. */
 extern _Atomic uint64_t mp_hook_handed_out[MP_HOOK_COUNT];
+/* Set when a wrapper was called but no real function could be found. */
+extern _Atomic int mp_hook_missing[MP_HOOK_COUNT];
 
 /* The preload registers its wrappers (indexed by mp_hook_id_t) at start. */
 typedef void (*mp_hook_fn)(void);

@@ -342,7 +342,8 @@ static void write_json_hooks(out_t *o)
     bool first = true;
     for (int i = 0; i < MP_HOOK_COUNT; i++) {
         uint64_t calls = MP_LOAD(mp_hook_calls[i]), out = MP_LOAD(mp_hook_handed_out[i]);
-        if (calls == 0 && out == 0)
+        int missing = MP_LOAD(mp_hook_missing[i]);
+        if (calls == 0 && out == 0 && !missing)
             continue;
         out_str(o, first ? "\n    {\"name\": " : ",\n    {\"name\": ");
         first = false;
@@ -351,6 +352,8 @@ static void write_json_hooks(out_t *o)
         out_json_str(o, paths[mp_hook_table[i].path]);
         kv(o, "calls", (int64_t)calls, false);
         kv(o, "handed_out", (int64_t)out, false);
+        if (missing)
+            out_str(o, ", \"missing\": true");
         out_str(o, "}");
     }
     if (!first)

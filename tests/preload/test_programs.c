@@ -176,6 +176,23 @@ START_TEST(cuda_exports_match_hook_table)
 }
 END_TEST
 
+START_TEST(missing_cuda_function_is_reported)
+{
+    /* python3 calls cudaMallocHost through ctypes in a process without any
+     * CUDA library: the shim's export has nothing real behind it. */
+    char cmd[4200];
+    snprintf(cmd, sizeof(cmd),
+             "d=$(mktemp -d) && out=$(MEMPOOL_STATS_FILE=$d/s.json LD_PRELOAD=%s python3 -c '"
+             "import ctypes; p = ctypes.c_void_p(); print(ctypes.CDLL(None).cudaMallocHost(ctypes.byref(p), 64))' 2>&1)"
+             " && test \"$out\" = \"$(printf 'mempool: cudaMallocHost was called but no real cudaMallocHost "
+             "was found behind the shim; the call fails\\n35')\" && python3 -c 'import json,sys; "
+             "h = {x[\"name\"]: x for x in json.load(open(sys.argv[1]))[\"cuda_hooks\"]}; "
+             "assert h[\"cudaMallocHost\"][\"missing\"] is True' $d/s.json && rm -rf $d",
+             getenv("MP_PRELOAD"));
+    ck_assert_int_eq(shell(cmd), 0);
+}
+END_TEST
+
 START_TEST(mempool_run_writes_stats)
 {
     char cmd[4200];
@@ -200,6 +217,7 @@ static Suite *programs_suite(void)
     tcase_add_test(tc, exports_only_the_interface);
     tcase_add_test(tc, mempool_run_writes_stats);
     tcase_add_test(tc, cuda_exports_match_hook_table);
+    tcase_add_test(tc, missing_cuda_function_is_reported);
     tcase_set_timeout(tc, 120);
     suite_add_tcase(s, tc);
     return s;
