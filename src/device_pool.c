@@ -346,6 +346,8 @@ static mp_cu_result pool_alloc(dev_pool_t *pl, const dev_pool_t *reg, int idx, s
         if (b) {
             pl->st.hits++;
             pl->st.cached -= (int64_t)b->size;
+            pl->st.in_use += (int64_t)b->size;
+            max_update(&pl->st.in_use_peak, pl->st.in_use);
         }
     }
     pthread_mutex_unlock(&pl->lock);
@@ -383,13 +385,11 @@ static mp_cu_result pool_alloc(dev_pool_t *pl, const dev_pool_t *reg, int idx, s
             pl->st.unpooled++;
         pl->st.reserved += (int64_t)csize;
         max_update(&pl->st.reserved_peak, pl->st.reserved);
+        pl->st.in_use += (int64_t)csize;
+        max_update(&pl->st.in_use_peak, pl->st.in_use);
         pthread_mutex_unlock(&pl->lock);
     }
     b->req = size;
-    pthread_mutex_lock(&pl->lock);
-    pl->st.in_use += (int64_t)b->size;
-    max_update(&pl->st.in_use_peak, pl->st.in_use);
-    pthread_mutex_unlock(&pl->lock);
     live_add(b);
     *out = b->ptr;
     return MP_CUDA_SUCCESS;
