@@ -60,6 +60,7 @@ typedef struct dev_pool {
     unsigned nstreams;
     bool too_many_streams; /* then nothing is reused before cuMemFree syncs */
     mp_device_stats_t st;
+    mp_dev_class_stats_t cls[MP_DEV_CLASSES];
 } dev_pool_t;
 
 /* Device pools 0..MP_DEV_MAX-1, then one pinned pool per flag combination
@@ -332,6 +333,8 @@ static mp_cu_result pool_alloc(dev_pool_t *pl, const dev_pool_t *reg, int idx, s
     pthread_mutex_lock(&pl->lock);
     pl->st.requests++;
     pl->st.req_bytes += size;
+    if (cls >= 0)
+        pl->cls[cls].req_bytes += size;
     if (cls >= 0) {
         b = pop_ready(pl, cls);
         if (b == NULL && (pl->fenced || pl->pending)) {
@@ -344,6 +347,7 @@ static mp_cu_result pool_alloc(dev_pool_t *pl, const dev_pool_t *reg, int idx, s
             }
         }
         if (b) {
+            pl->cls[cls].hits++;
             pl->st.hits++;
             pl->st.cached -= (int64_t)b->size;
             pl->st.in_use += (int64_t)b->size;
@@ -379,10 +383,12 @@ static mp_cu_result pool_alloc(dev_pool_t *pl, const dev_pool_t *reg, int idx, s
         b->size = csize;
         b->cls = cls;
         b->dev = idx;
-        if (cls >= 0)
+        if (cls >= 0) {
             pl->st.misses++;
-        else
+            pl->cls[cls].misses++;
+        } else {
             pl->st.unpooled++;
+        }
         pl->st.reserved += (int64_t)csize;
         max_update(&pl->st.reserved_peak, pl->st.reserved);
         pl->st.in_use += (int64_t)csize;
@@ -451,6 +457,8 @@ static int pool_free(mp_cu_ptr p, bool pinned)
     }
     pthread_mutex_lock(&pl->lock);
     pl->st.releases++;
+    if (b->cls >= 0)
+        pl->cls[b->cls].releases++;
     pl->st.in_use -= (int64_t)b->size;
     if (b->cls < 0) {
         pl->st.reserved -= (int64_t)b->size;
@@ -487,6 +495,17 @@ size_t mp_device_trim(int dev)
     size_t freed = release_cached(pl);
     pthread_mutex_unlock(&pl->lock);
     return freed;
+}
+
+void mp_pool_class_stats(int pool, mp_dev_class_stats_t out[MP_DEV_CLASSES])
+{
+    memset(out, 0, sizeof(mp_dev_class_stats_t) * MP_DEV_CLASSES);
+    if (pool < 0 || pool >= MP_DEV_MAX + MP_PINNED_POOLS)
+        return;
+    pthread_once(&once, init);
+    pthread_mutex_lock(&pools[pool].lock);
+    memcpy(out, pools[pool].cls, sizeof(pools[pool].cls));
+    pthread_mutex_unlock(&pools[pool].lock);
 }
 
 void mp_pinned_stats(unsigned flags, mp_device_stats_t *out)

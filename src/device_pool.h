@@ -36,6 +36,14 @@ void mp_pinned_stats(unsigned flags, mp_device_stats_t *out);
 /* Free every cached block of a device; returns bytes freed. */
 size_t mp_device_trim(int dev);
 void mp_device_stats(int dev, mp_device_stats_t *out);
+
+/* One size class of a pool, for the stats file's rows. */
+typedef struct mp_dev_class_stats {
+    uint64_t hits, misses, releases, req_bytes;
+} mp_dev_class_stats_t;
+/* Pool index: a device ordinal, or MP_DEV_MAX + flags for a pinned pool.
+ * Copies MP_DEV_CLASSES rows. */
+void mp_pool_class_stats(int pool, mp_dev_class_stats_t out[MP_DEV_CLASSES]);
 /* The device's memory is gone (context reset or destroyed): forget its
  * cached and live blocks without freeing them. */
 void mp_device_drop(int dev);

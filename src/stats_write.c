@@ -307,6 +307,39 @@ static void json_pool(out_t *o, const char *key, int64_t id, const mp_device_sta
     kv(o, "context_drops", (int64_t)st->drops, false);
 }
 
+/* The pool's size classes that saw a request, like the host rows. */
+static void json_pool_classes(out_t *o, int pool)
+{
+    static mp_dev_class_stats_t cls[MP_DEV_CLASSES]; /* 4 KiB: not on the stack */
+    mp_pool_class_stats(pool, cls);
+    out_str(o, ", \"size_classes\": [");
+    bool first = true;
+    for (int c = 0; c < MP_DEV_CLASSES; c++) {
+        const mp_dev_class_stats_t *r = &cls[c];
+        uint64_t requests = r->hits + r->misses;
+        if (requests == 0 && r->releases == 0)
+            continue;
+        size_t size = 512;
+        if (c > 0) { /* the class's size: invert mp_device_class_of */
+            unsigned lg = 9 + (unsigned)(c - 1) / 4, k = (unsigned)(c - 1) % 4;
+            size = ((size_t)1 << lg) + (k + 1) * ((size_t)1 << (lg - 2));
+        }
+        out_str(o, first ? "\n          {" : ",\n          {");
+        first = false;
+        kv(o, "size", (int64_t)size, true);
+        kv(o, "requests", (int64_t)requests, false);
+        kv(o, "hits", (int64_t)r->hits, false);
+        kv(o, "misses", (int64_t)r->misses, false);
+        out_str(o, ", \"hit_rate\": ");
+        out_fixed(o, ratio(r->hits, requests), 4);
+        kv(o, "releases", (int64_t)r->releases, false);
+        kv(o, "bytes_requested", (int64_t)r->req_bytes, false);
+        kv(o, "bytes_served_from_cache", (int64_t)(r->hits * size), false);
+        out_str(o, "}");
+    }
+    out_str(o, first ? "]" : "\n        ]");
+}
+
 /* Device pools (one entry per device) and pinned pools (one per flag set)
  * that saw a request. */
 static void write_json_device(out_t *o)
@@ -328,6 +361,7 @@ static void write_json_device(out_t *o)
                 out_str(o, ",\n        {");
             any = true;
             json_pool(o, kind == 0 ? "device" : "flags", i, &st);
+            json_pool_classes(o, kind == 0 ? i : MP_DEV_MAX + i);
             out_str(o, "}");
         }
         if (any)

@@ -70,6 +70,9 @@ START_TEST(app_pooled_through_its_path)
              "assert h[sys.argv[2]][sys.argv[3]] > 0, h\n"
              "dev = d[\"kinds\"][\"device\"][\"devices\"][0]\n"
              "assert dev[\"hits\"] > 0 and dev[\"bytes_in_use\"] == 0, dev\n"
+             "rows = dev[\"size_classes\"]\n"
+             "assert rows and sum(r[\"hits\"] for r in rows) == dev[\"hits\"], rows\n"
+             "assert all(r[\"size\"] >= 512 for r in rows), rows\n"
              "assert sys.argv[4] == \"cu_app\" or d[\"kinds\"][\"pinned\"][\"pools\"], d[\"kinds\"]' %s %s %s %s",
              dir, a->hook, a->hook_field, a->exe);
     ck_assert_msg(system(cmd) == 0, "%s: stats file lacks the hook or device rows", a->exe);
