@@ -44,7 +44,7 @@ MP_EXPORT int cuGetProcAddress_v2(const char *symbol, void **pfn, int version, u
     __builtin_memcpy(&real, &r, sizeof(r));
     int rc = real(symbol, pfn, version, flags, status);
     if (rc == MP_CUDA_SUCCESS && pfn)
-        *pfn = mp_cuda_proc_answer(symbol, *pfn, version);
+        *pfn = mp_cuda_proc_answer(symbol, *pfn, version, flags);
     return rc;
 }
 
@@ -58,7 +58,7 @@ MP_EXPORT int cuGetProcAddress(const char *symbol, void **pfn, int version, uint
     __builtin_memcpy(&real, &r, sizeof(r));
     int rc = real(symbol, pfn, version, flags);
     if (rc == MP_CUDA_SUCCESS && pfn)
-        *pfn = mp_cuda_proc_answer(symbol, *pfn, version);
+        *pfn = mp_cuda_proc_answer(symbol, *pfn, version, flags);
     return rc;
 }
 
@@ -75,7 +75,7 @@ MP_EXPORT int cudaGetDriverEntryPoint(const char *symbol, void **fn, unsigned lo
     __builtin_memcpy(&real, &r, sizeof(r));
     int rc = real(symbol, fn, flags, status);
     if (rc == 0 && fn)
-        *fn = mp_cuda_proc_answer(symbol, *fn, 1000000); /* the runtime's own version: current */
+        *fn = mp_cuda_proc_answer(symbol, *fn, 1000000, flags); /* the runtime's own version: current */
     return rc;
 }
 
@@ -90,6 +90,6 @@ MP_EXPORT int cudaGetDriverEntryPointByVersion(const char *symbol, void **fn, un
     __builtin_memcpy(&real, &r, sizeof(r));
     int rc = real(symbol, fn, version, flags, status);
     if (rc == 0 && fn)
-        *fn = mp_cuda_proc_answer(symbol, *fn, (int)version);
+        *fn = mp_cuda_proc_answer(symbol, *fn, (int)version, flags);
     return rc;
 }

@@ -43,7 +43,14 @@ MP_EXPORT int cudaMallocAsync(void **p, size_t n, stream_t s)
 {
     FORWARD(cudaMallocAsync, int, (void **, size_t, stream_t), (p, n, s));
 }
-MP_EXPORT int cudaFreeAsync(void *p, stream_t s) { FORWARD(cudaFreeAsync, int, (void *, stream_t), (p, s)); }
+MP_EXPORT int cudaFreeAsync(void *p, stream_t s)
+{
+    if (mp_cuda_free_async_ours((mp_cu_ptr)(uintptr_t)p)) {
+        mp_hook_count(MP_HOOK_cudaFreeAsync);
+        return 0;
+    }
+    FORWARD(cudaFreeAsync, int, (void *, stream_t), (p, s));
+}
 MP_EXPORT int cudaMallocManaged(void **p, size_t n, unsigned f)
 {
     FORWARD(cudaMallocManaged, int, (void **, size_t, unsigned), (p, n, f));
@@ -82,13 +89,24 @@ MP_EXPORT int cuMemAllocAsync(mp_cu_ptr *p, size_t n, stream_t s)
 {
     FORWARD(cuMemAllocAsync, int, (mp_cu_ptr *, size_t, stream_t), (p, n, s));
 }
-MP_EXPORT int cuMemFreeAsync(mp_cu_ptr p, stream_t s) { FORWARD(cuMemFreeAsync, int, (mp_cu_ptr, stream_t), (p, s)); }
+MP_EXPORT int cuMemFreeAsync(mp_cu_ptr p, stream_t s)
+{
+    if (mp_cuda_free_async_ours(p)) {
+        mp_hook_count(MP_HOOK_cuMemFreeAsync);
+        return 0;
+    }
+    FORWARD(cuMemFreeAsync, int, (mp_cu_ptr, stream_t), (p, s));
+}
 MP_EXPORT int cuMemAllocAsync_ptsz(mp_cu_ptr *p, size_t n, stream_t s)
 {
     FORWARD(cuMemAllocAsync_ptsz, int, (mp_cu_ptr *, size_t, stream_t), (p, n, s));
 }
 MP_EXPORT int cuMemFreeAsync_ptsz(mp_cu_ptr p, stream_t s)
 {
+    if (mp_cuda_free_async_ours(p)) {
+        mp_hook_count(MP_HOOK_cuMemFreeAsync_ptsz);
+        return 0;
+    }
     FORWARD(cuMemFreeAsync_ptsz, int, (mp_cu_ptr, stream_t), (p, s));
 }
 MP_EXPORT int cuDevicePrimaryCtxReset_v2(int dev) { return mp_cuda_drv_primary_reset(dev); }
@@ -149,3 +167,36 @@ MP_EXPORT int cuStreamDestroy_v2(mp_cu_stream s)
     mp_cuda_stream_destroying(s);
     return real_of(MP_HOOK_cuStreamDestroy_v2, &real) ? real(s) : MP_CUDA_ERROR_NOT_INITIALIZED;
 }
+
+/* ---- IPC and stream capture ------------------------------------------------- */
+
+MP_EXPORT int cuIpcGetMemHandle(void *handle, mp_cu_ptr p) { return mp_cuda_drv_ipc_get(handle, p); }
+
+/* Each wrapper has the real signature (handles as opaque pointers). */
+#define BEGIN_CAPTURE(name, params, args)                           \
+    MP_EXPORT int name params                                       \
+    {                                                               \
+        int (*real) params;                                         \
+        if (!real_of(MP_HOOK_##name, &real))                        \
+            return MP_CUDA_ERROR_NOT_INITIALIZED;                   \
+        return mp_cuda_capture_begun(real args);                    \
+    }
+#define END_CAPTURE(name)                                           \
+    MP_EXPORT int name(stream_t s, void **graph)                    \
+    {                                                               \
+        int (*real)(stream_t, void **);                             \
+        if (!real_of(MP_HOOK_##name, &real))                        \
+            return MP_CUDA_ERROR_NOT_INITIALIZED;                   \
+        return mp_cuda_capture_ended(real(s, graph));               \
+    }
+
+BEGIN_CAPTURE(cuStreamBeginCapture_v2, (stream_t s, int mode), (s, mode))
+BEGIN_CAPTURE(cuStreamBeginCapture_v2_ptsz, (stream_t s, int mode), (s, mode))
+BEGIN_CAPTURE(cuStreamBeginCaptureToGraph,
+              (stream_t s, void *g, const void *deps, const void *edges, size_t n, int mode),
+              (s, g, deps, edges, n, mode))
+BEGIN_CAPTURE(cuStreamBeginCaptureToGraph_ptsz,
+              (stream_t s, void *g, const void *deps, const void *edges, size_t n, int mode),
+              (s, g, deps, edges, n, mode))
+END_CAPTURE(cuStreamEndCapture)
+END_CAPTURE(cuStreamEndCapture_ptsz)

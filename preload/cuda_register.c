@@ -6,14 +6,14 @@
  */
 #include "cuda_hooks.h"
 
-#define MP_HOOK(name, path, required, proc) void name(void);
+#define MP_HOOK(name, path, required, proc, since) void name(void);
 #include "cuda_hooks.def"
 #undef MP_HOOK
 
 __attribute__((constructor)) static void mp_cuda_register(void)
 {
     mp_hook_fn const w[MP_HOOK_COUNT] = {
-#define MP_HOOK(name, path, required, proc) name,
+#define MP_HOOK(name, path, required, proc, since) name,
 #include "cuda_hooks.def"
 #undef MP_HOOK
     };

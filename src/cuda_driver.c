@@ -40,6 +40,7 @@ static void load(void)
         E(event_sync, "cuEventSynchronize"),
         E(event_destroy, "cuEventDestroy"),
         E(ctx_get_device, "cuCtxGetDevice"),
+        E(ctx_get_current, "cuCtxGetCurrent"),
         E(ctx_push, "cuCtxPushCurrent"),
         E(ctx_pop, "cuCtxPopCurrent"),
         E(host_alloc, "cuMemHostAlloc"),

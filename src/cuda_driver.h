@@ -18,6 +18,7 @@ typedef struct mp_cuda {
     mp_cu_result (*event_sync)(mp_cu_event);
     mp_cu_result (*event_destroy)(mp_cu_event);
     mp_cu_result (*ctx_get_device)(int *);
+    mp_cu_result (*ctx_get_current)(mp_cu_context *);
     mp_cu_result (*ctx_push)(mp_cu_context);
     mp_cu_result (*ctx_pop)(mp_cu_context *);
     mp_cu_result (*host_alloc)(void **, size_t, unsigned);

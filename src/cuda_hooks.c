@@ -16,7 +16,7 @@
 #include "cuda_hooks.h"
 
 const mp_hook_desc_t mp_hook_table[MP_HOOK_COUNT] = {
-#define MP_HOOK(name, path, required, proc) {#name, proc, MP_PATH_##path, required},
+#define MP_HOOK(name, path, required, proc, since) {#name, proc, MP_PATH_##path, required, since},
 #include "cuda_hooks.def"
 #undef MP_HOOK
 };
@@ -73,6 +73,19 @@ static int find(const char *name, bool by_proc_name)
     return -1;
 }
 
+/* The row handed out for a per-thread-stream request of row id: its _ptsz
+ * sibling (kept apart: each has its own real function), or id itself when
+ * the function takes no stream. */
+static int ptsz_row(int id)
+{
+    size_t n = strlen(mp_hook_table[id].name);
+    for (int i = 0; i < MP_HOOK_COUNT; i++)
+        if (strncmp(mp_hook_table[i].name, mp_hook_table[id].name, n) == 0
+            && strcmp(mp_hook_table[i].name + n, "_ptsz") == 0)
+            return i;
+    return id;
+}
+
 static void *hand_out(int id, void *r)
 {
     if (id < 0 || r == NULL || wrappers[id] == NULL || r == wrappers[id])
@@ -91,10 +104,14 @@ void *mp_cuda_dlsym(void *handle, const char *name)
     return hand_out(id, r);
 }
 
-void *mp_cuda_proc_answer(const char *symbol, void *r, int version)
+void *mp_cuda_proc_answer(const char *symbol, void *r, int version, uint64_t flags)
 {
-    /* Before CUDA 3.2 the memory functions had 32-bit sizes: leave those. */
-    if (symbol == NULL || version < 3020)
+    int id = symbol ? find(symbol, true) : -1;
+    /* An older version may have another signature (before CUDA 3.2 the
+     * memory functions took 32-bit sizes): leave those. */
+    if (id < 0 || version < mp_hook_table[id].since)
         return r;
-    return hand_out(find(symbol, true), r);
+    if (flags & 2u) /* CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM */
+        id = ptsz_row(id);
+    return hand_out(id, r);
 }

@@ -10,7 +10,7 @@
 #include "internal.h"
 
 typedef enum mp_hook_id {
-#define MP_HOOK(name, path, required, proc) MP_HOOK_##name,
+#define MP_HOOK(name, path, required, proc, since) MP_HOOK_##name,
 #include "cuda_hooks.def"
 #undef MP_HOOK
     MP_HOOK_COUNT
@@ -22,6 +22,7 @@ typedef struct mp_hook_desc {
     const char *name, *proc_name;
     int path;
     int required;
+    int since; /* CUDA version of the wrapped signature */
 } mp_hook_desc_t;
 
 extern const mp_hook_desc_t mp_hook_table[MP_HOOK_COUNT];
@@ -53,10 +54,15 @@ static inline bool mp_cuda_name_maybe(const char *name)
 /* dlsym(handle, name) for a name that may be ours. */
 void *mp_cuda_dlsym(void *handle, const char *name);
 /* Rewrite a cuGetProcAddress / cudaGetDriverEntryPoint answer: returns the
- * pointer to hand out for symbol (our wrapper, or real unchanged). */
-void *mp_cuda_proc_answer(const char *symbol, void *real, int version);
+ * pointer to hand out for symbol (our wrapper, or real unchanged).  flags:
+ * the request's; bit 1 (per-thread default stream) selects the _ptsz row. */
+void *mp_cuda_proc_answer(const char *symbol, void *real, int version, uint64_t flags);
 
 /* The interposed behaviour (cuda_intercept.c). */
+mp_cu_result mp_cuda_drv_ipc_get(void *handle, mp_cu_ptr p);
+int mp_cuda_free_async_ours(mp_cu_ptr p);
+mp_cu_result mp_cuda_capture_begun(mp_cu_result rc);
+mp_cu_result mp_cuda_capture_ended(mp_cu_result rc);
 int mp_cuda_rt_malloc(void **p, size_t size);
 int mp_cuda_rt_free(void *p);
 mp_cu_result mp_cuda_drv_mem_alloc(mp_cu_ptr *p, size_t size);

@@ -23,7 +23,9 @@ static bool device_pooling(void)
 int mp_cuda_rt_malloc(void **p, size_t size)
 {
     mp_hook_count(MP_HOOK_cudaMalloc);
-    if (p != NULL && size != 0 && device_pooling()) {
+    /* During capture the runtime's own cuMemAlloc (our driver hook) counts
+     * the pass-through. */
+    if (p != NULL && size != 0 && device_pooling() && atomic_load(&mp_captures) == 0) {
         mp_cu_ptr d = 0;
         mp_cu_result r = mp_device_alloc(&d, size);
         if (r == MP_CUDA_SUCCESS) {
@@ -117,7 +119,9 @@ mp_cu_result mp_cuda_drv_ctx_destroy(mp_cu_context ctx)
         return MP_CUDA_ERROR_NOT_INITIALIZED;
     memcpy(&real, &r, sizeof(r));
     mp_cu_result rc = real(ctx);
-    mp_device_drop(dev); /* pools are per device: conservative */
+    (void)dev;
+    if (rc == MP_CUDA_SUCCESS)
+        mp_device_drop_context(ctx);
     return rc;
 }
 
@@ -190,6 +194,9 @@ mp_cu_result mp_cuda_drv_host_free(void *p)
     return mp_cuda.host_free(p);
 }
 
+/* Base and size of the block the program asked for, as for an allocation
+ * of its own: the start of a block from our books; an interior pointer by
+ * asking the driver (which knows the segment) and narrowing its answer. */
 mp_cu_result mp_cuda_drv_address_range(mp_cu_ptr *base, size_t *size, mp_cu_ptr p)
 {
     mp_hook_count(MP_HOOK_cuMemGetAddressRange_v2);
@@ -200,5 +207,66 @@ mp_cu_result mp_cuda_drv_address_range(mp_cu_ptr *base, size_t *size, mp_cu_ptr 
     if (r == NULL)
         return MP_CUDA_ERROR_NOT_INITIALIZED;
     memcpy(&real, &r, sizeof(r));
-    return real(base, size, p);
+    mp_cu_ptr b = 0;
+    size_t n = 0;
+    mp_cu_result rc = real(&b, &n, p);
+    if (rc == MP_CUDA_SUCCESS) {
+        int ours = mp_device_refine_range(p, &b, &n);
+        if (ours < 0)
+            return MP_CUDA_ERROR_NOT_FOUND;
+        if (base)
+            *base = b;
+        if (size)
+            *size = n;
+    }
+    return rc;
+}
+
+/* IPC: a block that is a whole driver allocation exports as itself (and
+ * is never reused, since another process may map it); a packed block has
+ * no handle of its own, so the export is refused rather than naming the
+ * wrong bytes. */
+mp_cu_result mp_cuda_drv_ipc_get(void *handle, mp_cu_ptr p)
+{
+    mp_hook_count(MP_HOOK_cuIpcGetMemHandle);
+    if (mp_device_ipc_export(p) < 0) {
+        static _Atomic int said;
+        if (atomic_exchange(&said, 1) == 0)
+            mp_log(MP_LOG_ERROR, "cuIpcGetMemHandle on a block packed into a shared segment: "
+                   "refused (CUDA_ERROR_INVALID_VALUE); run with MEMPOOL_DEVICE_PACK_MAX_SIZE=0 "
+                   "to export small blocks");
+        return MP_CUDA_ERROR_INVALID_VALUE;
+    }
+    mp_cu_result (*real)(void *, mp_cu_ptr);
+    void *r = mp_hook_real(MP_HOOK_cuIpcGetMemHandle);
+    if (r == NULL)
+        return MP_CUDA_ERROR_NOT_INITIALIZED;
+    memcpy(&real, &r, sizeof(r));
+    return real(handle, p);
+}
+
+/* Stream-ordered free of a block the shim made (a program may mix
+ * cudaMalloc and cudaFreeAsync): it joins the pool like any free, whose
+ * fence covers every stream.  1 if it was ours. */
+int mp_cuda_free_async_ours(mp_cu_ptr p) { return p != 0 && mp_device_free(p); }
+
+/* Stream capture: while any stream captures, the pools make no event call
+ * (illegal in the default global capture mode) and pass allocations
+ * through.  A capture ends with cuStreamEndCapture's success or with the
+ * errors that still end it (invalidated, unjoined). */
+mp_cu_result mp_cuda_capture_begun(mp_cu_result rc)
+{
+    if (rc == MP_CUDA_SUCCESS)
+        atomic_fetch_add(&mp_captures, 1);
+    return rc;
+}
+
+mp_cu_result mp_cuda_capture_ended(mp_cu_result rc)
+{
+    if (rc == MP_CUDA_SUCCESS || rc == 901 || rc == 904) { /* ..._INVALIDATED, ..._UNJOINED */
+        int n = atomic_load(&mp_captures);
+        while (n > 0 && !atomic_compare_exchange_weak(&mp_captures, &n, n - 1))
+            ;
+    }
+    return rc;
 }

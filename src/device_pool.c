@@ -1,20 +1,32 @@
 /*
- * Device memory pools on the CUDA driver API (first slice: the caching
- * core; interposition and stats output come next).
+ * Device memory pools on the CUDA driver API: one pool per CUDA context
+ * (memory of one context is not usable from another), plus pinned host
+ * pools keyed by cuMemHostAlloc flags.
  *
- * Size classes: 512 B, then 4 per doubling (waste <= 25%; the quarter
- * spacing of the host pools).  Requests above MEMPOOL_DEVICE_MAX_BLOCK_SIZE
- * are served unpooled.  Each device has its own pool.
+ * Size classes: 512 B, then 4, 2 or 1 per doubling (MEMPOOL_DEVICE_SIZE_
+ * CLASSES; waste <= 25% by default, the quarter spacing of the host pools).
+ * Requests above MEMPOOL_DEVICE_MAX_BLOCK_SIZE are served unpooled.
  *
- * Reuse never races the device: a freed block first joins the device's
+ * Segments: blocks of a class up to MEMPOOL_DEVICE_PACK_MAX_SIZE are
+ * carved from 2 MiB segments (one class per segment, a slab: no per-block
+ * headers on the device, no split/coalesce bookkeeping on the hit path);
+ * larger blocks are each their own segment (one cuMemAlloc), so that
+ * address-range and IPC queries on them are the driver's own truthful
+ * answers.  A segment goes back to the driver when none of its blocks is
+ * in use (trim, cache limit, out of memory): that is the coalescing step.
+ * The 2 MiB small-segment size follows PyTorch's CUDACachingAllocator.
+ *
+ * Reuse never races the device: a freed block first joins the pool's
  * pending list; the next allocation that needs a block records ONE event
  * on the legacy default stream for the whole pending batch (a shared
  * fence: recording later than the free is safe, it only waits for more
  * work) and only blocks whose fence has completed (cuEventQuery, never a
  * host sync on the way to a hit) are handed out again.  The legacy stream
  * orders after every blocking stream, so its event covers the legacy,
- * per-thread and blocking streams; non-blocking streams need their own
- * events (to come with the stream-creation hooks).
+ * per-thread and blocking streams; non-blocking streams (learnt from the
+ * stream-creation hooks) get an event each.  While any stream is being
+ * captured into a graph no event is recorded or queried: allocations pass
+ * through to the driver and frees wait in the pending list.
  *
  * Out of memory: free every cached block (cuMemFree waits for the work
  * still using them), retry once, and only then return
@@ -23,18 +35,32 @@
 #include <pthread.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 
 #include "cuda_driver.h"
 #include "device_pool.h"
 
 #define LIVE_BUCKETS 65536
+#define SEG_BUCKETS 4096
+
+typedef struct segment {
+    mp_cu_ptr base;
+    size_t size;    /* bytes taken from the driver */
+    size_t block;   /* class size of its blocks */
+    unsigned nblocks, carved, in_use, dropped;
+    int pool;
+    struct segment *next;       /* hash chain */
+    struct segment *carve_next; /* the pool's segments with uncarved blocks */
+} segment_t;
 
 typedef struct dblock {
     mp_cu_ptr ptr;
     size_t size; /* class size, or the request when unpooled */
     size_t req;  /* bytes the program asked for (what address-range queries report) */
     int cls;     /* -1: unpooled */
-    int dev;
+    int pool;
+    bool exported;  /* IPC handle taken: never reused */
+    segment_t *seg; /* packed: the segment it was carved from */
     struct dblock *next;
 } dblock_t;
 
@@ -51,7 +77,9 @@ typedef struct dev_pool {
     pthread_mutex_t lock;
     bool pinned;    /* page-locked host memory (cuMemHostAlloc) */
     unsigned flags; /* cuMemHostAlloc flags of a pinned pool */
+    int ordinal;    /* device of a context pool */
     dblock_t *ready[MP_DEV_CLASSES];
+    segment_t *carving[MP_DEV_CLASSES]; /* segments with blocks not yet carved */
     dblock_t *pending;
     batch_t *fenced;        /* newest first */
     mp_cu_event spare[256]; /* event pool */
@@ -60,19 +88,24 @@ typedef struct dev_pool {
     unsigned nstreams;
     bool too_many_streams; /* then nothing is reused before cuMemFree syncs */
     mp_device_stats_t st;
+    _Atomic uint64_t wait_ns; /* in driver frees, which wait for the device */
     mp_dev_class_stats_t cls[MP_DEV_CLASSES];
 } dev_pool_t;
 
-/* Device pools 0..MP_DEV_MAX-1, then one pinned pool per flag combination
- * (portable, mapped, write-combined never mix). */
+/* Context pools 0..MP_DEV_MAX-1 (slot i serves context pool_ctx[i]), then
+ * one pinned pool per flag combination (portable, mapped, write-combined
+ * never mix). */
 #define MP_PINNED_POOLS 8
 static dev_pool_t pools[MP_DEV_MAX + MP_PINNED_POOLS];
+static _Atomic(mp_cu_context) pool_ctx[MP_DEV_MAX];
+static pthread_mutex_t claim_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
 static dblock_t *live[LIVE_BUCKETS];
+static pthread_mutex_t seg_lock = PTHREAD_MUTEX_INITIALIZER;
+static segment_t *segs[SEG_BUCKETS];
 static pthread_mutex_t slab_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
-
-
+_Atomic int mp_captures;
 
 static void init(void)
 {
@@ -80,30 +113,51 @@ static void init(void)
         pthread_mutex_init(&pools[d].lock, NULL);
         pools[d].pinned = d >= MP_DEV_MAX;
         pools[d].flags = d >= MP_DEV_MAX ? (unsigned)(d - MP_DEV_MAX) : 0;
+        pools[d].ordinal = -1;
+        pools[d].st.device = -1;
     }
 }
 
-static mp_cu_result raw_alloc(const dev_pool_t *pl, mp_cu_ptr *p, size_t size)
+static uint64_t now_ns(void)
 {
-    if (!pl->pinned)
-        return mp_cuda.mem_alloc(p, size);
-    void *h = NULL;
-    mp_cu_result r = mp_cuda.host_alloc(&h, size, pl->flags);
-    *p = (mp_cu_ptr)(uintptr_t)h;
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+static void max_update(int64_t *peak, int64_t v)
+{
+    if (v > *peak)
+        *peak = v;
+}
+
+static mp_cu_result raw_alloc(dev_pool_t *pl, mp_cu_ptr *p, size_t size)
+{
+    mp_cu_result r;
+    if (!pl->pinned) {
+        r = mp_cuda.mem_alloc(p, size);
+    } else {
+        void *h = NULL;
+        r = mp_cuda.host_alloc(&h, size, pl->flags);
+        *p = (mp_cu_ptr)(uintptr_t)h;
+    }
     return r;
 }
 
-/* cuMemFree and cuMemFreeHost wait for the work still using the block. */
-static void raw_free(const dev_pool_t *pl, mp_cu_ptr p)
+/* cuMemFree and cuMemFreeHost wait for the work still using the block:
+ * the time is counted (pool locked or not: the caller owns the block). */
+static void raw_free(dev_pool_t *pl, mp_cu_ptr p)
 {
+    uint64_t t0 = now_ns();
     if (pl->pinned)
         mp_cuda.host_free((void *)(uintptr_t)p);
     else
         mp_cuda.mem_free(p);
+    atomic_fetch_add_explicit(&pl->wait_ns, now_ns() - t0, memory_order_relaxed);
 }
 
-/* Fixed-size records (block and fence bookkeeping) from mmap'ed slabs:
- * the shim must not call malloc for its own books. */
+/* Fixed-size records (block, segment and fence bookkeeping) from mmap'ed
+ * slabs: the shim must not call malloc for its own books. */
 typedef struct free_item {
     struct free_item *next;
 } free_item_t;
@@ -140,7 +194,7 @@ static void slab_put(free_item_t **list, void *p)
     pthread_mutex_unlock(&slab_lock);
 }
 
-static free_item_t *free_recs, *free_batches;
+static free_item_t *free_recs, *free_batches, *free_segs;
 static void *rec_new(void) { return slab_get(&free_recs, sizeof(dblock_t)); }
 static void rec_free(void *p) { slab_put(&free_recs, p); }
 static batch_t *batch_new(void) { return slab_get(&free_batches, sizeof(batch_t)); }
@@ -155,8 +209,24 @@ int mp_device_class_of(size_t size, size_t *class_size)
     unsigned lg = 63u - (unsigned)__builtin_clzll((unsigned long long)(size - 1));
     size_t step = (size_t)1 << (lg - 2);
     size_t k = (size - 1 - ((size_t)1 << lg)) / step;
+    switch (mp_opt(MP_OPT_DEVICE_SIZE_CLASSES)) { /* half and pow2: subsets of quarter */
+    case 1:
+        k = k <= 1 ? 1 : 3;
+        break;
+    case 2:
+        k = 3;
+        break;
+    }
     *class_size = ((size_t)1 << lg) + (k + 1) * step;
     return 1 + (int)(lg - 9) * 4 + (int)k;
+}
+
+size_t mp_device_class_size(int cls)
+{
+    if (cls <= 0)
+        return 512;
+    unsigned lg = 9 + (unsigned)(cls - 1) / 4, k = (unsigned)(cls - 1) % 4;
+    return ((size_t)1 << lg) + (k + 1) * ((size_t)1 << (lg - 2));
 }
 
 static unsigned live_hash(mp_cu_ptr p) { return (unsigned)((p >> 8) * 2654435761u) % LIVE_BUCKETS; }
@@ -186,10 +256,46 @@ static dblock_t *live_take(mp_cu_ptr p)
     return b;
 }
 
-static void max_update(int64_t *peak, int64_t v)
+/* A live block starting at p (live_lock held), or NULL. */
+static dblock_t *live_find(mp_cu_ptr p)
 {
-    if (v > *peak)
-        *peak = v;
+    dblock_t *b = live[live_hash(p)];
+    while (b && b->ptr != p)
+        b = b->next;
+    return b;
+}
+
+static unsigned seg_hash(mp_cu_ptr base) { return (unsigned)((base >> 16) * 2654435761u) % SEG_BUCKETS; }
+
+static segment_t *seg_new(mp_cu_ptr base, size_t size, size_t block, int pool)
+{
+    segment_t *sg = slab_get(&free_segs, sizeof(segment_t));
+    if (sg == NULL)
+        return NULL;
+    sg->base = base;
+    sg->size = size;
+    sg->block = block;
+    sg->nblocks = (unsigned)(size / block);
+    sg->pool = pool;
+    unsigned h = seg_hash(base);
+    pthread_mutex_lock(&seg_lock);
+    sg->next = segs[h];
+    segs[h] = sg;
+    pthread_mutex_unlock(&seg_lock);
+    return sg;
+}
+
+static void seg_forget(segment_t *sg)
+{
+    unsigned h = seg_hash(sg->base);
+    pthread_mutex_lock(&seg_lock);
+    segment_t **pp = &segs[h];
+    while (*pp && *pp != sg)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = sg->next;
+    pthread_mutex_unlock(&seg_lock);
+    slab_put(&free_segs, sg);
 }
 
 static void event_put(dev_pool_t *pl, mp_cu_event ev)
@@ -216,6 +322,7 @@ static void collect(dev_pool_t *pl)
             pp = &f->next;
             continue;
         }
+        pl->st.fences_completed++;
         while (f->blocks) {
             dblock_t *b = f->blocks;
             f->blocks = b->next;
@@ -247,8 +354,7 @@ static void fence_pending(dev_pool_t *pl, const dev_pool_t *reg)
         else if (mp_cuda.event_create(&ev, MP_CU_EVENT_DISABLE_TIMING) != MP_CUDA_SUCCESS)
             ev = NULL;
         if (ev == NULL || mp_cuda.event_record(ev, s) != MP_CUDA_SUCCESS) {
-            /* No fence possible now (e.g. during stream capture): keep the
-             * blocks pending. */
+            /* No fence possible now: keep the blocks pending. */
             if (ev)
                 event_put(pl, ev);
             for (unsigned k = 0; k < f->nevents; k++)
@@ -273,69 +379,158 @@ static dblock_t *pop_ready(dev_pool_t *pl, int cls)
     return b;
 }
 
-static size_t free_chain(dev_pool_t *pl, dblock_t *b)
+/* Give a free segment back to the driver (pool locked). */
+static size_t seg_release(dev_pool_t *pl, segment_t *sg, int cls)
 {
-    size_t freed = 0;
+    size_t size = sg->size;
+    for (segment_t **pp = &pl->carving[cls]; *pp; pp = &(*pp)->carve_next)
+        if (*pp == sg) {
+            *pp = sg->carve_next;
+            break;
+        }
+    raw_free(pl, sg->base);
+    pl->st.reserved -= (int64_t)size;
+    pl->st.segments--;
+    seg_forget(sg);
+    return size;
+}
+
+/* Release the cached blocks of chain b that can go back to the driver
+ * (pool locked): whole-block segments always, packed blocks when none of
+ * their segment's blocks is in use.  Returns the blocks that must stay;
+ * *freed grows by the bytes returned to the driver. */
+static dblock_t *release_chain(dev_pool_t *pl, dblock_t *b, size_t *freed)
+{
+    dblock_t *keep = NULL;
     while (b) {
         dblock_t *next = b->next;
-        raw_free(pl, b->ptr);
-        freed += b->size;
-        pl->st.reserved -= (int64_t)b->size;
+        segment_t *sg = b->seg;
+        if (sg && sg->in_use > 0) {
+            b->next = keep;
+            keep = b;
+            b = next;
+            continue;
+        }
         pl->st.cached -= (int64_t)b->size;
         pl->st.trims++;
+        if (sg == NULL) {
+            raw_free(pl, b->ptr);
+            pl->st.reserved -= (int64_t)b->size;
+            pl->st.segments--;
+            *freed += b->size;
+        } else if (++sg->dropped == sg->carved) {
+            *freed += seg_release(pl, sg, b->cls);
+        }
         rec_free(b);
         b = next;
     }
-    return freed;
+    return keep;
 }
 
-/* Free every cached block of a pool, pending and fenced ones too (pool
- * locked): cuMemFree waits for the device, so no block is freed under a
- * running kernel.  Returns bytes freed. */
+/* Free every cached block that can be freed, pending and fenced ones too
+ * (pool locked): cuMemFree waits for the device, so no block is freed
+ * under a running kernel.  Returns bytes given back to the driver. */
 static size_t release_cached(dev_pool_t *pl)
 {
-    size_t freed = free_chain(pl, pl->pending);
-    pl->pending = NULL;
-    while (pl->fenced) {
-        batch_t *f = pl->fenced;
-        pl->fenced = f->next;
-        freed += free_chain(pl, f->blocks);
+    size_t freed = 0;
+    pl->pending = release_chain(pl, pl->pending, &freed);
+    for (batch_t **pp = &pl->fenced; *pp;) {
+        batch_t *f = *pp;
+        f->blocks = release_chain(pl, f->blocks, &freed);
+        if (f->blocks) {
+            pp = &f->next;
+            continue;
+        }
+        *pp = f->next;
         for (unsigned i = 0; i < f->nevents; i++)
             event_put(pl, f->events[i]);
         batch_free(f);
     }
-    for (int c = 0; c < MP_DEV_CLASSES; c++) {
-        freed += free_chain(pl, pl->ready[c]);
-        pl->ready[c] = NULL;
-    }
+    for (int c = 0; c < MP_DEV_CLASSES; c++)
+        pl->ready[c] = release_chain(pl, pl->ready[c], &freed);
+    /* Segments none of whose blocks is in use or cached (not carved yet). */
+    for (int c = 0; c < MP_DEV_CLASSES; c++)
+        for (segment_t *sg = pl->carving[c], *next; sg; sg = next) {
+            next = sg->carve_next;
+            if (sg->in_use == 0 && sg->dropped == sg->carved)
+                freed += seg_release(pl, sg, c);
+        }
     return freed;
 }
 
-/* The current context's device, or -1 (no driver, no context). */
-static int current_device(void)
+/* The pool of the current context, claiming a free slot for a context seen
+ * for the first time; -1 (pass through) without a driver or context. */
+static int current_pool(void)
 {
     pthread_once(&once, init);
-    int dev = -1;
-    if (!mp_cuda_load() || mp_cuda.ctx_get_device(&dev) != MP_CUDA_SUCCESS || dev < 0
-        || dev >= MP_DEV_MAX)
+    mp_cu_context ctx = NULL;
+    if (!mp_cuda_load() || mp_cuda.ctx_get_current(&ctx) != MP_CUDA_SUCCESS || ctx == NULL)
         return -1;
-    return dev;
+    for (int i = 0; i < MP_DEV_MAX; i++)
+        if (atomic_load_explicit(&pool_ctx[i], memory_order_acquire) == ctx)
+            return i;
+    int dev = -1, slot = -1;
+    if (mp_cuda.ctx_get_device(&dev) != MP_CUDA_SUCCESS || dev < 0)
+        return -1;
+    pthread_mutex_lock(&claim_lock);
+    for (int i = 0; i < MP_DEV_MAX && slot < 0; i++)
+        if (atomic_load_explicit(&pool_ctx[i], memory_order_relaxed) == ctx)
+            slot = i;
+    for (int i = 0; i < MP_DEV_MAX && slot < 0; i++)
+        if (atomic_load_explicit(&pool_ctx[i], memory_order_relaxed) == NULL) {
+            slot = i;
+            pthread_mutex_lock(&pools[i].lock);
+            pools[i].ordinal = dev;
+            pools[i].st.device = dev;
+            pthread_mutex_unlock(&pools[i].lock);
+            atomic_store_explicit(&pool_ctx[i], ctx, memory_order_release);
+        }
+    pthread_mutex_unlock(&claim_lock);
+    if (slot < 0) {
+        static _Atomic int said;
+        if (atomic_exchange(&said, 1) == 0)
+            mp_log(MP_LOG_WARN, "more than %d CUDA contexts: allocations of the others are not pooled",
+                   MP_DEV_MAX);
+    }
+    return slot;
+}
+
+/* A block for class cls carved from the pool's current segment (pool
+ * locked); NULL when it has none left. */
+static dblock_t *carve(dev_pool_t *pl, int cls, int idx)
+{
+    segment_t *sg = pl->carving[cls];
+    if (sg == NULL)
+        return NULL;
+    dblock_t *b = rec_new();
+    if (b == NULL)
+        return NULL;
+    b->ptr = sg->base + (mp_cu_ptr)sg->carved * sg->block;
+    b->size = sg->block;
+    b->cls = cls;
+    b->pool = idx;
+    b->seg = sg;
+    if (++sg->carved == sg->nblocks)
+        pl->carving[cls] = sg->carve_next;
+    return b;
 }
 
 /* Serve size bytes from pool pl; reg holds the streams the fences cover
- * (the current device's pool). */
+ * (the current context's pool). */
 static mp_cu_result pool_alloc(dev_pool_t *pl, const dev_pool_t *reg, int idx, size_t max_block,
                                mp_cu_ptr *out, size_t size)
 {
     size_t csize = size;
     int cls = size > max_block ? -1 : mp_device_class_of(size, &csize);
+    size_t seg_size = mp_opt(MP_OPT_DEVICE_SEGMENT_SIZE);
+    bool packed = !pl->pinned && cls >= 0 && csize <= mp_opt(MP_OPT_DEVICE_PACK_MAX_SIZE)
+                  && csize * 2 <= seg_size;
     dblock_t *b = NULL;
     pthread_mutex_lock(&pl->lock);
     pl->st.requests++;
     pl->st.req_bytes += size;
-    if (cls >= 0)
-        pl->cls[cls].req_bytes += size;
     if (cls >= 0) {
+        pl->cls[cls].req_bytes += size;
         b = pop_ready(pl, cls);
         if (b == NULL && (pl->fenced || pl->pending)) {
             collect(pl);
@@ -350,6 +545,13 @@ static mp_cu_result pool_alloc(dev_pool_t *pl, const dev_pool_t *reg, int idx, s
             pl->cls[cls].hits++;
             pl->st.hits++;
             pl->st.cached -= (int64_t)b->size;
+        } else if (packed && (b = carve(pl, cls, idx)) != NULL) {
+            pl->cls[cls].misses++;
+            pl->st.misses++;
+        }
+        if (b) {
+            if (b->seg)
+                b->seg->in_use++;
             pl->st.in_use += (int64_t)b->size;
             max_update(&pl->st.in_use_peak, pl->st.in_use);
         }
@@ -357,14 +559,15 @@ static mp_cu_result pool_alloc(dev_pool_t *pl, const dev_pool_t *reg, int idx, s
     pthread_mutex_unlock(&pl->lock);
 
     if (b == NULL) {
+        size_t want = packed ? seg_size : csize;
         mp_cu_ptr p = 0;
-        mp_cu_result r = raw_alloc(pl, &p, csize);
+        mp_cu_result r = raw_alloc(pl, &p, want);
         if (r == MP_CUDA_ERROR_OUT_OF_MEMORY) {
             pthread_mutex_lock(&pl->lock);
             pl->st.oom_retries++;
             release_cached(pl);
             pthread_mutex_unlock(&pl->lock);
-            r = raw_alloc(pl, &p, csize);
+            r = raw_alloc(pl, &p, want);
         }
         pthread_mutex_lock(&pl->lock);
         if (r != MP_CUDA_SUCCESS) {
@@ -373,50 +576,80 @@ static mp_cu_result pool_alloc(dev_pool_t *pl, const dev_pool_t *reg, int idx, s
             pthread_mutex_unlock(&pl->lock);
             return r;
         }
-        b = rec_new();
-        if (b == NULL) { /* no record: hand out unpooled */
+        pl->st.segments++;
+        max_update(&pl->st.segments_peak, pl->st.segments);
+        pl->st.reserved += (int64_t)want;
+        max_update(&pl->st.reserved_peak, pl->st.reserved);
+        if (packed) {
+            segment_t *sg = seg_new(p, want, csize, idx);
+            if (sg != NULL) {
+                sg->carve_next = pl->carving[cls];
+                pl->carving[cls] = sg;
+                b = carve(pl, cls, idx);
+            }
+        } else {
+            b = rec_new();
+            if (b != NULL) {
+                b->ptr = p;
+                b->size = csize;
+                b->cls = cls;
+                b->pool = idx;
+            }
+        }
+        if (b == NULL) { /* no record: give the memory back */
+            pl->st.segments--;
+            pl->st.reserved -= (int64_t)want;
             pthread_mutex_unlock(&pl->lock);
             raw_free(pl, p);
             return MP_CUDA_ERROR_OUT_OF_MEMORY;
         }
-        b->ptr = p;
-        b->size = csize;
-        b->cls = cls;
-        b->dev = idx;
+        if (b->seg)
+            b->seg->in_use++;
         if (cls >= 0) {
             pl->st.misses++;
             pl->cls[cls].misses++;
         } else {
             pl->st.unpooled++;
         }
-        pl->st.reserved += (int64_t)csize;
-        max_update(&pl->st.reserved_peak, pl->st.reserved);
         pl->st.in_use += (int64_t)csize;
         max_update(&pl->st.in_use_peak, pl->st.in_use);
         pthread_mutex_unlock(&pl->lock);
     }
     b->req = size;
+    b->exported = false;
     live_add(b);
     *out = b->ptr;
     return MP_CUDA_SUCCESS;
 }
 
+static bool capturing(dev_pool_t *pl)
+{
+    if (atomic_load_explicit(&mp_captures, memory_order_acquire) == 0)
+        return false;
+    pthread_mutex_lock(&pl->lock);
+    pl->st.captured++;
+    pthread_mutex_unlock(&pl->lock);
+    return true;
+}
+
 mp_cu_result mp_device_alloc(mp_cu_ptr *out, size_t size)
 {
-    int dev = current_device();
-    if (dev < 0)
+    int idx = current_pool();
+    if (idx < 0 || capturing(&pools[idx]))
         return MP_CUDA_ERROR_NOT_INITIALIZED; /* the caller passes it through */
-    return pool_alloc(&pools[dev], &pools[dev], dev, mp_opt(MP_OPT_DEVICE_MAX_BLOCK_SIZE), out, size);
+    return pool_alloc(&pools[idx], &pools[idx], idx, mp_opt(MP_OPT_DEVICE_MAX_BLOCK_SIZE), out, size);
 }
 
 mp_cu_result mp_pinned_alloc(void **out, size_t size, unsigned flags)
 {
-    int dev = current_device(); /* fences go on this context's streams */
-    if (dev < 0 || flags >= MP_PINNED_POOLS)
+    int reg = current_pool(); /* fences go on this context's streams */
+    if (reg < 0 || flags >= MP_PINNED_POOLS)
         return MP_CUDA_ERROR_NOT_INITIALIZED;
     int idx = MP_DEV_MAX + (int)flags;
+    if (capturing(&pools[idx]))
+        return MP_CUDA_ERROR_NOT_INITIALIZED;
     mp_cu_ptr p = 0;
-    mp_cu_result r = pool_alloc(&pools[idx], &pools[dev], idx, mp_opt(MP_OPT_PINNED_MAX_BLOCK_SIZE), &p,
+    mp_cu_result r = pool_alloc(&pools[idx], &pools[reg], idx, mp_opt(MP_OPT_PINNED_MAX_BLOCK_SIZE), &p,
                                 size ? size : 1);
     if (r == MP_CUDA_SUCCESS)
         *out = (void *)(uintptr_t)p;
@@ -429,8 +662,8 @@ static uint64_t device_cache_limit(int dev)
 {
     static _Atomic uint64_t resolved[MP_DEV_MAX];
     uint64_t v = mp_opt(MP_OPT_DEVICE_CACHE_LIMIT);
-    if (!(v & MP_OPT_PERCENT))
-        return v;
+    if (!(v & MP_OPT_PERCENT) || dev < 0 || dev >= MP_DEV_MAX)
+        return v & MP_OPT_PERCENT ? 0 : v;
     uint64_t r = atomic_load_explicit(&resolved[dev], memory_order_relaxed);
     if (r == 0) {
         size_t total = 0;
@@ -450,7 +683,7 @@ static int pool_free(mp_cu_ptr p, bool pinned)
     dblock_t *b = live_take(p);
     if (b == NULL)
         return 0; /* not ours: the caller forwards to the driver */
-    dev_pool_t *pl = &pools[b->dev];
+    dev_pool_t *pl = &pools[b->pool];
     if (pl->pinned != pinned) { /* cudaFreeHost of device memory, or the reverse */
         live_add(b);
         return 0; /* the real function reports the error */
@@ -460,10 +693,15 @@ static int pool_free(mp_cu_ptr p, bool pinned)
     if (b->cls >= 0)
         pl->cls[b->cls].releases++;
     pl->st.in_use -= (int64_t)b->size;
-    if (b->cls < 0) {
+    if (b->seg)
+        b->seg->in_use--;
+    if (b->cls < 0 || b->exported) {
+        /* Unpooled, or shared with another process by IPC (which may still
+         * read it): back to the driver, which waits for the device. */
         pl->st.reserved -= (int64_t)b->size;
+        pl->st.segments--;
         pthread_mutex_unlock(&pl->lock);
-        raw_free(pl, b->ptr); /* waits for the device, as the program expects */
+        raw_free(pl, b->ptr);
         rec_free(b);
         return 1;
     }
@@ -475,8 +713,9 @@ static int pool_free(mp_cu_ptr p, bool pinned)
         pl->pending = b;
     }
     pl->st.cached += (int64_t)b->size;
-    uint64_t limit = pinned ? mp_opt(MP_OPT_PINNED_CACHE_LIMIT) : device_cache_limit(b->dev);
-    if (limit && (uint64_t)pl->st.cached > limit)
+    uint64_t limit = pinned ? mp_opt(MP_OPT_PINNED_CACHE_LIMIT) : device_cache_limit(pl->ordinal);
+    /* No driver call while a graph is being captured: trim later. */
+    if (limit && (uint64_t)pl->st.cached > limit && atomic_load(&mp_captures) == 0)
         release_cached(pl); /* the free functions wait for the device */
     pthread_mutex_unlock(&pl->lock);
     return 1;
@@ -488,12 +727,17 @@ int mp_pinned_free(void *p) { return p == NULL ? 1 : pool_free((mp_cu_ptr)(uintp
 
 size_t mp_device_trim(int dev)
 {
-    if (dev < 0 || dev >= MP_DEV_MAX || !mp_cuda.loaded)
+    if (!mp_cuda.loaded)
         return 0;
-    dev_pool_t *pl = &pools[dev];
-    pthread_mutex_lock(&pl->lock);
-    size_t freed = release_cached(pl);
-    pthread_mutex_unlock(&pl->lock);
+    pthread_once(&once, init);
+    size_t freed = 0;
+    for (int i = 0; i < MP_DEV_MAX; i++) {
+        dev_pool_t *pl = &pools[i];
+        pthread_mutex_lock(&pl->lock);
+        if (pl->ordinal == dev && atomic_load(&pool_ctx[i]) != NULL)
+            freed += release_cached(pl);
+        pthread_mutex_unlock(&pl->lock);
+    }
     return freed;
 }
 
@@ -508,27 +752,28 @@ void mp_pool_class_stats(int pool, mp_dev_class_stats_t out[MP_DEV_CLASSES])
     pthread_mutex_unlock(&pools[pool].lock);
 }
 
-void mp_pinned_stats(unsigned flags, mp_device_stats_t *out)
+static void copy_stats(dev_pool_t *pl, mp_device_stats_t *out)
 {
-    memset(out, 0, sizeof(*out));
-    if (flags >= MP_PINNED_POOLS)
-        return;
     pthread_once(&once, init);
-    dev_pool_t *pl = &pools[MP_DEV_MAX + flags];
     pthread_mutex_lock(&pl->lock);
     *out = pl->st;
+    out->wait_ns = atomic_load_explicit(&pl->wait_ns, memory_order_relaxed);
     pthread_mutex_unlock(&pl->lock);
 }
 
-void mp_device_stats(int dev, mp_device_stats_t *out)
+void mp_pinned_stats(unsigned flags, mp_device_stats_t *out)
 {
     memset(out, 0, sizeof(*out));
-    if (dev < 0 || dev >= MP_DEV_MAX)
-        return;
-    pthread_once(&once, init);
-    pthread_mutex_lock(&pools[dev].lock);
-    *out = pools[dev].st;
-    pthread_mutex_unlock(&pools[dev].lock);
+    if (flags < MP_PINNED_POOLS)
+        copy_stats(&pools[MP_DEV_MAX + flags], out);
+}
+
+void mp_device_stats(int slot, mp_device_stats_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->device = -1;
+    if (slot >= 0 && slot < MP_DEV_MAX)
+        copy_stats(&pools[slot], out);
 }
 
 static void forget_chain(dblock_t *b)
@@ -540,9 +785,9 @@ static void forget_chain(dblock_t *b)
     }
 }
 
+/* The memory behind a pool is gone: forget its records (pool locked). */
 static void forget_pool(dev_pool_t *pl)
 {
-    pthread_mutex_lock(&pl->lock);
     forget_chain(pl->pending);
     pl->pending = NULL;
     while (pl->fenced) { /* its events died with the context */
@@ -554,32 +799,47 @@ static void forget_pool(dev_pool_t *pl)
     for (int c = 0; c < MP_DEV_CLASSES; c++) {
         forget_chain(pl->ready[c]);
         pl->ready[c] = NULL;
+        pl->carving[c] = NULL;
     }
     pl->nspare = 0;
     pl->nstreams = 0;
     pl->too_many_streams = false;
-    pl->st.reserved = pl->st.cached = pl->st.in_use = 0;
+    pl->st.reserved = pl->st.cached = pl->st.in_use = pl->st.segments = 0;
     pl->st.drops++;
-    pthread_mutex_unlock(&pl->lock);
 }
 
-void mp_device_drop(int dev)
+/* Forget the pools whose slot matches (ctx, or every context of device
+ * dev when ctx is NULL), their segments and live blocks; pinned pools too,
+ * since pinned blocks may belong to the gone context (a leak at worst,
+ * never a block that no longer exists). */
+static void drop(int dev, mp_cu_context ctx)
 {
-    if (dev < 0 || dev >= MP_DEV_MAX)
-        return;
     pthread_once(&once, init);
-    /* Pinned blocks may belong to the reset context too: forget them all
-     * (a leak at worst, never a block that no longer exists). */
-    forget_pool(&pools[dev]);
-    for (int i = MP_DEV_MAX; i < MP_DEV_MAX + MP_PINNED_POOLS; i++)
-        forget_pool(&pools[i]);
+    bool gone[MP_DEV_MAX + MP_PINNED_POOLS] = {false};
+    pthread_mutex_lock(&claim_lock);
+    for (int i = 0; i < MP_DEV_MAX + MP_PINNED_POOLS; i++) {
+        dev_pool_t *pl = &pools[i];
+        pthread_mutex_lock(&pl->lock);
+        if (i >= MP_DEV_MAX) {
+            gone[i] = true;
+        } else {
+            mp_cu_context c = atomic_load(&pool_ctx[i]);
+            gone[i] = c != NULL && (ctx ? c == ctx : pl->ordinal == dev);
+            if (gone[i])
+                atomic_store(&pool_ctx[i], NULL); /* the slot may serve a new context */
+        }
+        if (gone[i])
+            forget_pool(pl);
+        pthread_mutex_unlock(&pl->lock);
+    }
+    pthread_mutex_unlock(&claim_lock);
     /* Live blocks are invalid now: a later free of one goes to the driver,
-     * which reports it. */
+     * which reports it.  Segments of the gone pools are forgotten with them. */
     pthread_mutex_lock(&live_lock);
     for (unsigned h = 0; h < LIVE_BUCKETS; h++) {
         dblock_t **pp = &live[h];
         while (*pp) {
-            if ((*pp)->dev == dev || (*pp)->dev >= MP_DEV_MAX) {
+            if (gone[(*pp)->pool]) {
                 dblock_t *b = *pp;
                 *pp = b->next;
                 rec_free(b);
@@ -589,6 +849,33 @@ void mp_device_drop(int dev)
         }
     }
     pthread_mutex_unlock(&live_lock);
+    /* And the segment records of the gone pools. */
+    pthread_mutex_lock(&seg_lock);
+    for (unsigned h = 0; h < SEG_BUCKETS; h++) {
+        segment_t **pp = &segs[h];
+        while (*pp) {
+            segment_t *sg = *pp;
+            if (gone[sg->pool]) {
+                *pp = sg->next;
+                slab_put(&free_segs, sg);
+            } else {
+                pp = &sg->next;
+            }
+        }
+    }
+    pthread_mutex_unlock(&seg_lock);
+}
+
+void mp_device_drop(int dev)
+{
+    if (dev >= 0 && dev < MP_DEV_MAX)
+        drop(dev, NULL);
+}
+
+void mp_device_drop_context(mp_cu_context ctx)
+{
+    if (ctx != NULL)
+        drop(-1, ctx);
 }
 
 void mp_device_fork_child(void)
@@ -598,10 +885,15 @@ void mp_device_fork_child(void)
      * are leaked, not reused). */
     memset(pools, 0, sizeof(pools));
     memset(live, 0, sizeof(live));
-    free_batches = NULL;
+    memset(segs, 0, sizeof(segs));
+    for (int i = 0; i < MP_DEV_MAX; i++)
+        atomic_store(&pool_ctx[i], NULL);
+    atomic_store(&mp_captures, 0);
+    free_batches = free_recs = free_segs = NULL;
     pthread_mutex_init(&live_lock, NULL);
     pthread_mutex_init(&slab_lock, NULL);
-    free_recs = NULL;
+    pthread_mutex_init(&seg_lock, NULL);
+    pthread_mutex_init(&claim_lock, NULL);
     init();
 }
 
@@ -628,18 +920,17 @@ void mp_device_stream_created(mp_cu_stream s, unsigned flags)
 {
     if (!(flags & 0x1u) || s == NULL) /* CU_STREAM_NON_BLOCKING */
         return;
-    int dev = mp_device_of_context(NULL);
-    if (dev < 0 || dev >= MP_DEV_MAX)
+    int idx = current_pool();
+    if (idx < 0)
         return;
-    pthread_once(&once, init);
-    dev_pool_t *pl = &pools[dev];
+    dev_pool_t *pl = &pools[idx];
     pthread_mutex_lock(&pl->lock);
     if (pl->nstreams < MP_FENCE_MAX - 1) {
         pl->nonblocking[pl->nstreams++] = s;
     } else if (!pl->too_many_streams) {
         pl->too_many_streams = true;
         mp_log(MP_LOG_WARN, "more than %d non-blocking streams on device %d: freed device "
-               "blocks are no longer reused (only released)", MP_FENCE_MAX - 1, dev);
+               "blocks are no longer reused (only released)", MP_FENCE_MAX - 1, pl->ordinal);
     }
     pthread_mutex_unlock(&pl->lock);
 }
@@ -661,15 +952,9 @@ void mp_device_stream_destroyed(mp_cu_stream s)
 
 int mp_device_range(mp_cu_ptr p, mp_cu_ptr *base, size_t *size)
 {
-    unsigned h;
     pthread_mutex_lock(&live_lock);
-    /* Only block starts are in the map; interior pointers are the driver's
-     * business (it answers with the whole block, a superset). */
-    h = live_hash(p);
-    dblock_t *b = live[h];
-    while (b && b->ptr != p)
-        b = b->next;
-    int found = b != NULL && b->dev < MP_DEV_MAX;
+    dblock_t *b = live_find(p);
+    int found = b != NULL && b->pool < MP_DEV_MAX;
     if (found) {
         if (base)
             *base = b->ptr;
@@ -678,4 +963,49 @@ int mp_device_range(mp_cu_ptr p, mp_cu_ptr *base, size_t *size)
     }
     pthread_mutex_unlock(&live_lock);
     return found;
+}
+
+int mp_device_refine_range(mp_cu_ptr p, mp_cu_ptr *base, size_t *size)
+{
+    mp_cu_ptr start = *base;
+    pthread_mutex_lock(&seg_lock);
+    segment_t *sg = segs[seg_hash(start)];
+    while (sg && sg->base != start)
+        sg = sg->next;
+    if (sg) /* packed: the block p lies in */
+        start = sg->base + (p - sg->base) / sg->block * sg->block;
+    pthread_mutex_unlock(&seg_lock);
+    pthread_mutex_lock(&live_lock);
+    dblock_t *b = live_find(start);
+    int r = 0;
+    if (b && p < b->ptr + b->req) {
+        *base = b->ptr;
+        *size = b->req;
+        r = 1;
+    } else if (sg || b) {
+        r = -1; /* inside a block of ours that the program does not hold */
+    }
+    pthread_mutex_unlock(&live_lock);
+    return r;
+}
+
+int mp_device_ipc_export(mp_cu_ptr p)
+{
+    pthread_mutex_lock(&live_lock);
+    dblock_t *b = live_find(p);
+    int r = 0, pool = 0;
+    if (b && b->pool < MP_DEV_MAX) {
+        r = b->seg ? -1 : 1;
+        pool = b->pool;
+        if (r == 1)
+            b->exported = true;
+    }
+    pthread_mutex_unlock(&live_lock);
+    if (r == 1) {
+        dev_pool_t *pl = &pools[pool];
+        pthread_mutex_lock(&pl->lock);
+        pl->st.ipc_exports++;
+        pthread_mutex_unlock(&pl->lock);
+    }
+    return r;
 }

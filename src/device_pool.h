@@ -9,14 +9,26 @@
 #define MP_DEV_CLASSES (1 + 4 * 31) /* 512 B .. 2^40 B */
 
 typedef struct mp_device_stats {
+    int device; /* ordinal of a context pool's device (-1: slot unused) */
     uint64_t requests, hits, misses, unpooled, releases, req_bytes, trims;
-    uint64_t fences_recorded, fences_pending, oom_retries, ooms, drops;
+    uint64_t fences_recorded, fences_completed, fences_pending, oom_retries, ooms, drops;
+    uint64_t captured;    /* requests passed through during stream capture */
+    uint64_t ipc_exports; /* blocks exported with cuIpcGetMemHandle (never reused) */
+    uint64_t wait_ns;     /* time in driver frees (trims, OOM releases, unpooled) */
     int64_t in_use, in_use_peak, reserved, reserved_peak, cached;
+    int64_t segments, segments_peak; /* driver allocations held */
 } mp_device_stats_t;
 
+/* Streams being captured into a graph, all threads (kept by the capture
+ * hooks in cuda_intercept.c): while non-zero no event is recorded or
+ * queried and allocations pass through. */
+extern _Atomic int mp_captures;
+
 /* Size class of a device request: index, and the class size in *class_size
- * (512 B, then 4 classes per doubling). */
+ * (512 B, then 4, 2 or 1 classes per doubling: MEMPOOL_DEVICE_SIZE_CLASSES;
+ * indices are those of the quarter scheme in every case). */
 int mp_device_class_of(size_t size, size_t *class_size);
+size_t mp_device_class_size(int cls);
 /* Allocate on the current context's device: a cached block whose fence has
  * completed, else cuMemAlloc (after releasing the cache once on OOM).
  * Returns the driver's CUresult; MP_CUDA_ERROR_NOT_INITIALIZED when there is
@@ -32,10 +44,20 @@ int mp_pinned_free(void *p);
 /* cuMemGetAddressRange for the start of a pooled block: its base and the
  * size the program asked for (not the class size).  1 if answered. */
 int mp_device_range(mp_cu_ptr p, mp_cu_ptr *base, size_t *size);
+/* The driver answered *base (and a size) for a pointer p inside one of our
+ * segments or blocks: 1 and the program's block in *base and *size, -1 if p
+ * lies in a block the program does not hold (not found), 0 if not ours. */
+int mp_device_refine_range(mp_cu_ptr p, mp_cu_ptr *base, size_t *size);
+/* cuIpcGetMemHandle on p: 1 for a whole-allocation block of ours (now
+ * marked exported: freed to the driver, never reused), -1 for a packed
+ * block (no handle can name it), 0 if not ours. */
+int mp_device_ipc_export(mp_cu_ptr p);
 void mp_pinned_stats(unsigned flags, mp_device_stats_t *out);
-/* Free every cached block of a device; returns bytes freed. */
+/* Free every cached block of a device's pools (segments whose blocks are
+ * all free); returns bytes given back to the driver. */
 size_t mp_device_trim(int dev);
-void mp_device_stats(int dev, mp_device_stats_t *out);
+/* Stats of context pool `slot` (0 .. MP_DEV_MAX-1, in order of first use). */
+void mp_device_stats(int slot, mp_device_stats_t *out);
 
 /* One size class of a pool, for the stats file's rows. */
 typedef struct mp_dev_class_stats {
@@ -47,6 +69,8 @@ void mp_pool_class_stats(int pool, mp_dev_class_stats_t out[MP_DEV_CLASSES]);
 /* The device's memory is gone (context reset or destroyed): forget its
  * cached and live blocks without freeing them. */
 void mp_device_drop(int dev);
+/* cuCtxDestroy: forget that context's pool only. */
+void mp_device_drop_context(mp_cu_context ctx);
 /* Non-blocking streams are not ordered by the legacy stream: fences record
  * an event on each (learnt from the stream-creation hooks). */
 void mp_device_stream_created(mp_cu_stream s, unsigned flags);

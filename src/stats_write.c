@@ -299,9 +299,16 @@ static void json_pool(out_t *o, const char *key, int64_t id, const mp_device_sta
     kv(o, "bytes_reserved", st->reserved, false);
     kv(o, "bytes_reserved_peak", st->reserved_peak, false);
     kv(o, "cached_bytes", st->cached, false);
+    kv(o, "segments", st->segments, false);
+    kv(o, "segments_peak", st->segments_peak, false);
     kv(o, "trims", (int64_t)st->trims, false);
     kv(o, "fences_recorded", (int64_t)st->fences_recorded, false);
+    kv(o, "fences_completed", (int64_t)st->fences_completed, false);
     kv(o, "fences_pending", (int64_t)st->fences_pending, false);
+    out_str(o, ", \"wait_s\": ");
+    out_fixed(o, (double)st->wait_ns / 1e9, 6);
+    kv(o, "captured_pass_through", (int64_t)st->captured, false);
+    kv(o, "ipc_exports", (int64_t)st->ipc_exports, false);
     kv(o, "oom_retries", (int64_t)st->oom_retries, false);
     kv(o, "ooms", (int64_t)st->ooms, false);
     kv(o, "context_drops", (int64_t)st->drops, false);
@@ -319,11 +326,7 @@ static void json_pool_classes(out_t *o, int pool)
         uint64_t requests = r->hits + r->misses;
         if (requests == 0 && r->releases == 0)
             continue;
-        size_t size = 512;
-        if (c > 0) { /* the class's size: invert mp_device_class_of */
-            unsigned lg = 9 + (unsigned)(c - 1) / 4, k = (unsigned)(c - 1) % 4;
-            size = ((size_t)1 << lg) + (k + 1) * ((size_t)1 << (lg - 2));
-        }
+        size_t size = mp_device_class_size(c);
         out_str(o, first ? "\n          {" : ",\n          {");
         first = false;
         kv(o, "size", (int64_t)size, true);
@@ -360,7 +363,9 @@ static void write_json_device(out_t *o)
             else
                 out_str(o, ",\n        {");
             any = true;
-            json_pool(o, kind == 0 ? "device" : "flags", i, &st);
+            json_pool(o, kind == 0 ? "device" : "flags", kind == 0 ? st.device : i, &st);
+            if (kind == 0)
+                kv(o, "context", i, false); /* pools are per context, numbered in order of first use */
             json_pool_classes(o, kind == 0 ? i : MP_DEV_MAX + i);
             out_str(o, "}");
         }
@@ -392,6 +397,40 @@ static void write_json_hooks(out_t *o)
     }
     if (!first)
         out_str(o, "\n  ");
+}
+
+/* Per path (runtime exports, driver exports, handed out by dlsym or
+ * cuGetProcAddress): hooks in use, their calls, and hooks that were called
+ * with nothing real behind them. */
+static void write_json_paths(out_t *o)
+{
+    static const char *paths[] = {"loader", "runtime", "driver"};
+    uint64_t used[3] = {0}, calls[3] = {0}, missing[3] = {0}, handed = 0, handed_calls = 0;
+    for (int i = 0; i < MP_HOOK_COUNT; i++) {
+        int p = mp_hook_table[i].path;
+        uint64_t c = MP_LOAD(mp_hook_calls[i]), h = MP_LOAD(mp_hook_handed_out[i]);
+        used[p] += c > 0;
+        calls[p] += c;
+        missing[p] += MP_LOAD(mp_hook_missing[i]) != 0;
+        if (h) {
+            handed++;
+            handed_calls += c;
+        }
+    }
+    out_str(o, "{");
+    for (int p = 0; p < 3; p++) {
+        out_str(o, p ? ", \"" : "\"");
+        out_str(o, paths[p]);
+        out_str(o, "\": {");
+        kv(o, "hooks_called", (int64_t)used[p], true);
+        kv(o, "calls", (int64_t)calls[p], false);
+        kv(o, "hooks_missing", (int64_t)missing[p], false);
+        out_str(o, "}");
+    }
+    out_str(o, ", \"proc_address\": {");
+    kv(o, "hooks_handed_out", (int64_t)handed, true);
+    kv(o, "calls", (int64_t)handed_calls, false);
+    out_str(o, "}}");
 }
 
 static void write_json(out_t *o, const mp_snapshot_t *s)
@@ -454,7 +493,9 @@ static void write_json(out_t *o, const mp_snapshot_t *s)
     write_json_device(o);
     out_str(o, "\n  },\n  \"cuda_hooks\": [");
     write_json_hooks(o);
-    out_str(o, "]\n}\n");
+    out_str(o, "],\n  \"cuda_paths\": ");
+    write_json_paths(o);
+    out_str(o, "\n}\n");
 }
 
 /* ---- text ---------------------------------------------------------------- */

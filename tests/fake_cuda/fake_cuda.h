@@ -18,6 +18,11 @@ typedef struct fake_cuda_counters {
     uint64_t mem_get_info, ctx_sync, ctx_reset, stream_create, stream_sync;
     uint64_t event_create, event_record, event_query, event_sync, launch;
     uint64_t rt_driver_lookups; /* entry points the runtime took through cuGetProcAddress */
+    uint64_t ipc_get, ipc_open, capture_begin, capture_end;
+    /* Event records on the legacy stream and event queries while a stream
+     * is being captured: illegal in the default (global) capture mode. */
+    uint64_t capture_violations;
+    uint64_t alloc_async, free_async;
 } fake_cuda_counters_t;
 
 /* Driver (libcuda.so.1): a "kernel" on stream h that fills bytes at dst with

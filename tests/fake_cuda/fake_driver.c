@@ -44,6 +44,7 @@ struct CUctx_st {
 struct CUstream_st {
     struct CUctx_st *ctx;
     unsigned flags; /* CU_STREAM_NON_BLOCKING or 0 */
+    int capturing;
     uint64_t busy_until;
     struct CUstream_st *next; /* all streams, for legacy-stream ordering */
 };
@@ -76,6 +77,7 @@ static size_t capacity[NDEV], used[NDEV];
 static unsigned alloc_cost_us;
 static fake_cuda_counters_t counters;
 static int initialised;
+static int captures; /* streams being captured, all threads */
 
 /* Allocation records: base, size, device (-1: pinned host), flags. */
 typedef struct rec {
@@ -576,6 +578,11 @@ FAKE_EXPORT CUresult cuEventRecord(CUevent h, CUstream s)
         return CUDA_ERROR_INVALID_HANDLE;
     pthread_mutex_lock(&lock);
     counters.event_record++;
+    if (captures && (s == NULL || s == CU_STREAM_LEGACY)) {
+        counters.capture_violations++;
+        pthread_mutex_unlock(&lock);
+        return CUDA_ERROR_STREAM_CAPTURE_IMPLICIT;
+    }
     h->done_at = start_time(resolve(s)); /* completes when prior work does */
     pthread_mutex_unlock(&lock);
     return CUDA_SUCCESS;
@@ -611,6 +618,8 @@ FAKE_EXPORT CUresult cuEventQuery(CUevent h)
         return CUDA_ERROR_INVALID_HANDLE;
     pthread_mutex_lock(&lock);
     counters.event_query++;
+    if (captures)
+        counters.capture_violations++;
     CUresult rc = event_done(h) ? CUDA_SUCCESS : CUDA_ERROR_NOT_READY;
     pthread_mutex_unlock(&lock);
     return rc;
@@ -644,6 +653,118 @@ FAKE_EXPORT CUresult cuGetErrorString(CUresult e, const char **s)
          : e == CUDA_ERROR_NOT_READY ? "device not ready"
                                       : "fake cuda error";
     return CUDA_SUCCESS;
+}
+
+/* ---- stream capture, IPC, stream-ordered allocation ---------------------- */
+
+FAKE_EXPORT CUresult cuStreamBeginCapture_v2(CUstream h, CUstreamCaptureMode mode)
+{
+    (void)mode;
+    if (h == NULL || h == CU_STREAM_LEGACY)
+        return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+    pthread_mutex_lock(&lock);
+    struct CUstream_st *s = resolve(h);
+    CUresult rc = CUDA_ERROR_ILLEGAL_STATE;
+    if (!s->capturing) {
+        s->capturing = 1;
+        captures++;
+        counters.capture_begin++;
+        rc = CUDA_SUCCESS;
+    }
+    pthread_mutex_unlock(&lock);
+    return rc;
+}
+
+FAKE_EXPORT CUresult cuStreamEndCapture(CUstream h, CUgraph *graph)
+{
+    pthread_mutex_lock(&lock);
+    struct CUstream_st *s = resolve(h);
+    CUresult rc = CUDA_ERROR_ILLEGAL_STATE;
+    if (s->capturing) {
+        s->capturing = 0;
+        captures--;
+        counters.capture_end++;
+        if (graph)
+            *graph = (CUgraph)s; /* any non-NULL handle: the fake has no graphs */
+        rc = CUDA_SUCCESS;
+    }
+    pthread_mutex_unlock(&lock);
+    return rc;
+}
+
+FAKE_EXPORT CUresult cuStreamIsCapturing(CUstream h, CUstreamCaptureStatus *st)
+{
+    if (!st)
+        return CUDA_ERROR_INVALID_VALUE;
+    pthread_mutex_lock(&lock);
+    *st = resolve(h)->capturing ? CU_STREAM_CAPTURE_STATUS_ACTIVE : CU_STREAM_CAPTURE_STATUS_NONE;
+    pthread_mutex_unlock(&lock);
+    return CUDA_SUCCESS;
+}
+
+/* The handle names the allocation's base; like the real driver, only the
+ * base of a device allocation can be exported. */
+FAKE_EXPORT CUresult cuIpcGetMemHandle(CUipcMemHandle *h, CUdeviceptr p)
+{
+    if (!h)
+        return CUDA_ERROR_INVALID_VALUE;
+    pthread_mutex_lock(&lock);
+    counters.ipc_get++;
+    rec_t *r = find_rec((uintptr_t)p, 0);
+    CUresult rc = CUDA_ERROR_INVALID_VALUE;
+    if (r && r->device >= 0) {
+        memset(h, 0, sizeof(*h));
+        memcpy(h->reserved, &r->base, sizeof(r->base));
+        memcpy(h->reserved + sizeof(r->base), &r->size, sizeof(r->size));
+        rc = CUDA_SUCCESS;
+    }
+    pthread_mutex_unlock(&lock);
+    return rc;
+}
+
+/* Opened in the same process (the real driver refuses that; the fake has
+ * no second process): the exporter's base address. */
+FAKE_EXPORT CUresult cuIpcOpenMemHandle_v2(CUdeviceptr *p, CUipcMemHandle h, unsigned int flags)
+{
+    (void)flags;
+    if (!p)
+        return CUDA_ERROR_INVALID_VALUE;
+    uintptr_t base;
+    memcpy(&base, h.reserved, sizeof(base));
+    pthread_mutex_lock(&lock);
+    counters.ipc_open++;
+    CUresult rc = find_rec(base, 0) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+    pthread_mutex_unlock(&lock);
+    if (rc == CUDA_SUCCESS)
+        *p = (CUdeviceptr)base;
+    return rc;
+}
+
+FAKE_EXPORT CUresult cuIpcCloseMemHandle(CUdeviceptr p)
+{
+    (void)p;
+    return CUDA_SUCCESS;
+}
+
+/* Stream-ordered allocation, served at once from ordinary device memory
+ * (the fake has no memory pools); counted apart. */
+FAKE_EXPORT CUresult cuMemAllocAsync(CUdeviceptr *p, size_t bytes, CUstream s)
+{
+    (void)s;
+    CUresult rc = cuMemAlloc_v2(p, bytes);
+    pthread_mutex_lock(&lock);
+    counters.alloc_async++;
+    pthread_mutex_unlock(&lock);
+    return rc;
+}
+
+FAKE_EXPORT CUresult cuMemFreeAsync(CUdeviceptr p, CUstream s)
+{
+    (void)s;
+    pthread_mutex_lock(&lock);
+    counters.free_async++;
+    pthread_mutex_unlock(&lock);
+    return cuMemFree_v2(p);
 }
 
 /* ---- test controls (also reachable through cuGetProcAddress) ----------- */
@@ -736,6 +857,14 @@ static const proc_t procs[] = {
     P("cuEventSynchronize", cuEventSynchronize),
     P("cuEventDestroy", cuEventDestroy_v2),
     P("cuGetErrorString", cuGetErrorString),
+    P("cuStreamBeginCapture", cuStreamBeginCapture_v2),
+    P("cuStreamEndCapture", cuStreamEndCapture),
+    P("cuStreamIsCapturing", cuStreamIsCapturing),
+    P("cuIpcGetMemHandle", cuIpcGetMemHandle),
+    P("cuIpcOpenMemHandle", cuIpcOpenMemHandle_v2),
+    P("cuIpcCloseMemHandle", cuIpcCloseMemHandle),
+    P("cuMemAllocAsync", cuMemAllocAsync),
+    P("cuMemFreeAsync", cuMemFreeAsync),
     P("cuGetProcAddress", NULL), /* filled in below: ourselves */
     P("fakecuLaunchFill", fakecuLaunchFill),
 };
