@@ -85,6 +85,7 @@ typedef struct rec {
     size_t size;
     int device;
     unsigned flags;
+    struct CUctx_st *ctx; /* device memory: the context it belongs to */
 } rec_t;
 static rec_t *recs;
 static size_t nrecs, caprecs;
@@ -205,7 +206,7 @@ static CUresult add_rec(uintptr_t base, size_t size, int device, unsigned flags)
         recs = r;
         caprecs = n;
     }
-    recs[nrecs++] = (rec_t){base, size, device, flags};
+    recs[nrecs++] = (rec_t){base, size, device, flags, NULL};
     return CUDA_SUCCESS;
 }
 
@@ -318,13 +319,46 @@ FAKE_EXPORT CUresult cuCtxPopCurrent_v2(CUcontext *ctx)
     return CUDA_SUCCESS;
 }
 
-/* The fake's contexts are the primary ones: destroying one frees its
- * device's memory, like a reset. */
+/* A context of its own on a device (memory not shared with the primary
+ * context), made current. */
+FAKE_EXPORT CUresult cuCtxCreate_v2(CUcontext *out, unsigned int flags, CUdevice d)
+{
+    (void)flags;
+    if (!out || d < 0 || d >= NDEV)
+        return CUDA_ERROR_INVALID_VALUE;
+    struct CUctx_st *c = calloc(1, sizeof(*c));
+    if (!c)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    c->device = d;
+    current = c;
+    *out = c;
+    return CUDA_SUCCESS;
+}
+
+/* Destroying a primary context frees its device's memory, like a reset;
+ * a created one frees its own allocations. */
 FAKE_EXPORT CUresult cuCtxDestroy_v2(CUcontext ctx)
 {
     if (ctx == NULL)
         return CUDA_ERROR_INVALID_VALUE;
-    return cuDevicePrimaryCtxReset_v2(ctx->device);
+    if (ctx >= &contexts[0] && ctx < &contexts[NDEV])
+        return cuDevicePrimaryCtxReset_v2(ctx->device);
+    pthread_mutex_lock(&lock);
+    wait_until(device_busy_until(ctx->device));
+    for (size_t i = 0; i < nrecs;) {
+        if (recs[i].ctx == ctx) {
+            used[recs[i].device] -= recs[i].size;
+            free((void *)recs[i].base);
+            recs[i] = recs[--nrecs];
+        } else {
+            i++;
+        }
+    }
+    pthread_mutex_unlock(&lock);
+    if (current == ctx)
+        current = NULL;
+    free(ctx);
+    return CUDA_SUCCESS;
 }
 
 FAKE_EXPORT CUresult cuCtxGetCurrent(CUcontext *ctx)
@@ -381,6 +415,7 @@ FAKE_EXPORT CUresult cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytes)
     }
     used[d] += bytes;
     add_rec((uintptr_t)p, bytes, d, 0);
+    recs[nrecs - 1].ctx = current ? current : &contexts[d];
     *dptr = (CUdeviceptr)(uintptr_t)p;
     pthread_mutex_unlock(&lock);
     return CUDA_SUCCESS;
@@ -836,6 +871,7 @@ static const proc_t procs[] = {
     P("cuCtxPushCurrent", cuCtxPushCurrent_v2),
     P("cuCtxPopCurrent", cuCtxPopCurrent_v2),
     P("cuCtxDestroy", cuCtxDestroy_v2),
+    P("cuCtxCreate", cuCtxCreate_v2),
     P("cuCtxSynchronize", cuCtxSynchronize),
     P("cuMemAlloc", cuMemAlloc_v2),
     P("cuMemAllocPitch", cuMemAllocPitch_v2),

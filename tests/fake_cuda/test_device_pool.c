@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "check_main.h"
+#include "cuda_hooks.h"
 #include "device_pool.h"
 #include "fake_cuda/fake_cuda.h"
 
@@ -37,7 +38,8 @@ static void start(void)
      * packing tests turn segments on. */
     setenv("MEMPOOL_DEVICE_PACK_MAX_SIZE", "0", 0);
     ck_assert_int_eq(mp_init(), MP_STATE_READY);
-    void *h = dlopen("libcuda.so.1", RTLD_NOW);
+    /* global: the interposed functions find the real ones with RTLD_NEXT */
+    void *h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_GLOBAL);
     ck_assert_ptr_nonnull(h);
     *(void **)&fk.init = dlsym(h, "cuInit");
     *(void **)&fk.retain = dlsym(h, "cuDevicePrimaryCtxRetain");
@@ -333,6 +335,208 @@ START_TEST(fences_none_reuses_at_once)
 }
 END_TEST
 
+static void *fake_fn(const char *name)
+{
+    void *f = dlsym(dlopen("libcuda.so.1", RTLD_NOW), name);
+    ck_assert_ptr_nonnull(f);
+    return f;
+}
+
+/* Small blocks share 2 MiB segments: one cuMemAlloc for many requests;
+ * queries still answer with the program's block. */
+START_TEST(small_blocks_share_a_segment)
+{
+    setenv("MEMPOOL_DEVICE_PACK_MAX_SIZE", "256K", 1);
+    start();
+    CUdeviceptr p[100];
+    for (int i = 0; i < 100; i++)
+        ck_assert_int_eq(mp_device_alloc(&p[i], 1000), CUDA_SUCCESS);
+    ck_assert_uint_eq(counters().mem_alloc, 1);
+    for (int i = 1; i < 100; i++)
+        ck_assert_uint_eq(p[i], p[0] + (CUdeviceptr)i * 1024);
+    mp_device_stats_t s = stats(0);
+    ck_assert_int_eq(s.segments, 1);
+    ck_assert_int_eq(s.reserved, 2 << 20);
+    ck_assert_int_eq(s.in_use, 100 * 1024);
+
+    CUdeviceptr base = 0;
+    size_t size = 0;
+    ck_assert_int_eq(mp_cuda_drv_address_range(&base, &size, p[5]), CUDA_SUCCESS);
+    ck_assert_uint_eq(base, p[5]);
+    ck_assert_uint_eq(size, 1000);
+    ck_assert_int_eq(mp_cuda_drv_address_range(&base, &size, p[7] + 999), CUDA_SUCCESS); /* interior */
+    ck_assert_uint_eq(base, p[7]);
+    ck_assert_uint_eq(size, 1000);
+    ck_assert_int_eq(mp_device_free(p[9]), 1);
+    ck_assert_int_eq(mp_cuda_drv_address_range(&base, &size, p[9] + 8), CUDA_ERROR_NOT_FOUND);
+    ck_assert_int_eq(mp_cuda_drv_address_range(&base, &size, p[99] + 1024 * 3), CUDA_ERROR_NOT_FOUND);
+
+    /* A segment goes back to the driver only when none of its blocks is in use. */
+    for (int i = 0; i < 99; i++)
+        if (i != 9)
+            ck_assert_int_eq(mp_device_free(p[i]), 1);
+    ck_assert_uint_eq(mp_device_trim(0), 0);
+    ck_assert_uint_eq(fk.used(0), 2 << 20);
+    ck_assert_int_eq(mp_device_free(p[99]), 1);
+    ck_assert_uint_eq(mp_device_trim(0), 2 << 20);
+    ck_assert_uint_eq(fk.used(0), 0);
+    s = stats(0);
+    ck_assert_int_eq(s.segments, 0);
+    ck_assert_int_eq(s.reserved, 0);
+    ck_assert_int_eq(s.cached, 0);
+    ck_assert_uint_eq(counters().mem_free, 1);
+}
+END_TEST
+
+/* Packed blocks of a freed segment are reused; large classes stay whole
+ * allocations, and every segment is at most MEMPOOL_DEVICE_SEGMENT_SIZE. */
+START_TEST(segment_size_and_pack_limit)
+{
+    setenv("MEMPOOL_DEVICE_PACK_MAX_SIZE", "64K", 1);
+    setenv("MEMPOOL_DEVICE_SEGMENT_SIZE", "256K", 1);
+    start();
+    CUdeviceptr a[5], big = 0;
+    for (int i = 0; i < 5; i++) /* 64 KiB blocks: 4 per segment */
+        ck_assert_int_eq(mp_device_alloc(&a[i], 64 << 10), CUDA_SUCCESS);
+    ck_assert_uint_eq(counters().mem_alloc, 2);
+    ck_assert_uint_eq(fk.used(0), 512 << 10);
+    ck_assert_int_eq(mp_device_alloc(&big, 80 << 10), CUDA_SUCCESS); /* class 80 KiB: its own */
+    ck_assert_uint_eq(fk.used(0), (512 + 80) << 10);
+    ck_assert_int_eq(stats(0).segments, 3);
+    ck_assert_int_eq(stats(0).segments_peak, 3);
+}
+END_TEST
+
+/* An exported block opens to the same bytes and is never handed out again
+ * (another process may map it); a packed block cannot be exported. */
+START_TEST(ipc_exports_whole_blocks_only)
+{
+    setenv("MEMPOOL_DEVICE_PACK_MAX_SIZE", "256K", 1);
+    start();
+    CUresult (*open_h)(CUdeviceptr *, CUipcMemHandle, unsigned) = fake_fn("cuIpcOpenMemHandle_v2");
+    CUdeviceptr a = 0, small = 0, opened = 0, b = 0;
+    ck_assert_int_eq(mp_device_alloc(&a, 1 << 20), CUDA_SUCCESS);
+    memset((void *)(uintptr_t)a, 0x5a, 1 << 20);
+    CUipcMemHandle h;
+    ck_assert_int_eq(mp_cuda_drv_ipc_get(&h, a), CUDA_SUCCESS);
+    ck_assert_int_eq(open_h(&opened, h, CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS), CUDA_SUCCESS);
+    ck_assert_uint_eq(opened, a);
+    ck_assert_uint_eq(((unsigned char *)(uintptr_t)opened)[(1 << 20) - 1], 0x5a);
+    ck_assert_uint_eq(stats(0).ipc_exports, 1);
+    uint64_t frees = counters().mem_free;
+    ck_assert_int_eq(mp_device_free(a), 1);
+    ck_assert_uint_eq(counters().mem_free, frees + 1); /* not cached */
+    ck_assert_int_eq(mp_device_alloc(&b, 1 << 20), CUDA_SUCCESS);
+    ck_assert_uint_eq(stats(0).hits, 0);
+
+    ck_assert_int_eq(mp_device_alloc(&small, 4096), CUDA_SUCCESS);
+    ck_assert_int_eq(mp_cuda_drv_ipc_get(&h, small), CUDA_ERROR_INVALID_VALUE);
+    ck_assert_uint_eq(counters().ipc_get, 1); /* refused before the driver */
+}
+END_TEST
+
+/* While a stream is captured: no event call (illegal in global capture
+ * mode), allocations pass through, frees wait; afterwards reuse resumes. */
+START_TEST(stream_capture_passes_through)
+{
+    start();
+    CUresult (*begin)(CUstream, CUstreamCaptureMode) = fake_fn("cuStreamBeginCapture_v2");
+    CUresult (*end)(CUstream, CUgraph *) = fake_fn("cuStreamEndCapture");
+    CUstream s;
+    ck_assert_int_eq(fk.stream_create(&s, CU_STREAM_NON_BLOCKING), CUDA_SUCCESS);
+    mp_device_stream_created((mp_cu_stream)s, CU_STREAM_NON_BLOCKING);
+    CUdeviceptr a = 0, b = 0, c = 0;
+    ck_assert_int_eq(mp_device_alloc(&a, 4096), CUDA_SUCCESS);
+    ck_assert_int_eq(mp_device_alloc(&b, 4096), CUDA_SUCCESS);
+    ck_assert_int_eq(mp_device_free(a), 1);
+    ck_assert_int_eq(mp_cuda_capture_begun(begin(s, CU_STREAM_CAPTURE_MODE_GLOBAL)), CUDA_SUCCESS);
+    ck_assert_int_eq(mp_device_alloc(&c, 4096), CUDA_ERROR_NOT_INITIALIZED); /* caller passes through */
+    ck_assert_int_eq(mp_device_free(b), 1);
+    void *pin = NULL;
+    ck_assert_int_eq(mp_pinned_alloc(&pin, 4096, 0), CUDA_ERROR_NOT_INITIALIZED);
+    CUgraph g = NULL;
+    ck_assert_int_eq(mp_cuda_capture_ended(end(s, &g)), CUDA_SUCCESS);
+    ck_assert_uint_eq(counters().capture_violations, 0);
+    ck_assert_uint_eq(stats(0).captured, 1);
+    ck_assert_int_eq(mp_device_alloc(&c, 4096), CUDA_SUCCESS);
+    ck_assert(c == a || c == b); /* reuse again */
+    ck_assert_uint_eq(stats(0).hits, 1);
+    ck_assert_int_eq(mp_cuda_capture_ended(end(s, &g)), CUDA_ERROR_ILLEGAL_STATE); /* not capturing */
+    ck_assert_int_eq(mp_captures, 0);
+}
+END_TEST
+
+/* cudaFreeAsync / cuMemFreeAsync of a pooled block: back to the pool, never
+ * to the driver (which would free memory the pool still lists). */
+START_TEST(async_free_of_a_pooled_block)
+{
+    start();
+    CUdeviceptr a = 0, b = 0;
+    ck_assert_int_eq(mp_device_alloc(&a, 8192), CUDA_SUCCESS);
+    ck_assert_int_eq(mp_cuda_free_async_ours(a), 1);
+    ck_assert_int_eq(mp_cuda_free_async_ours((CUdeviceptr)0x4321), 0);
+    ck_assert_int_eq(mp_cuda_free_async_ours(0), 0);
+    ck_assert_int_eq(mp_device_alloc(&b, 8192), CUDA_SUCCESS);
+    ck_assert_uint_eq(a, b);
+    ck_assert_uint_eq(counters().mem_free, 0);
+}
+END_TEST
+
+/* Memory of one context is not used by another on the same device; the
+ * destruction of a context drops its pool only. */
+START_TEST(pools_are_per_context)
+{
+    start();
+    CUresult (*create)(CUcontext *, unsigned, CUdevice) = fake_fn("cuCtxCreate_v2");
+    CUresult (*destroy)(CUcontext) = fake_fn("cuCtxDestroy_v2");
+    CUdeviceptr a = 0, b = 0, c = 0;
+    ck_assert_int_eq(mp_device_alloc(&a, 4096), CUDA_SUCCESS);
+    ck_assert_int_eq(mp_device_free(a), 1);
+    CUcontext mine;
+    ck_assert_int_eq(create(&mine, 0, 0), CUDA_SUCCESS);
+    ck_assert_int_eq(mp_device_alloc(&b, 4096), CUDA_SUCCESS);
+    ck_assert_uint_ne(a, b);
+    ck_assert_uint_eq(counters().mem_alloc, 2);
+    mp_device_stats_t s;
+    mp_device_stats(1, &s);
+    ck_assert_int_eq(s.device, 0);
+    ck_assert_uint_eq(s.misses, 1);
+    ck_assert_int_eq(destroy(mine), CUDA_SUCCESS);
+    mp_device_drop_context((mp_cu_context)mine);
+    ck_assert_int_eq(mp_device_free(b), 0); /* gone with its context */
+    use_device(0);
+    ck_assert_int_eq(mp_device_alloc(&c, 4096), CUDA_SUCCESS);
+    ck_assert_uint_eq(c, a); /* the primary context's pool is intact */
+}
+END_TEST
+
+START_TEST(size_class_schemes)
+{
+    size_t cs;
+    setenv("MEMPOOL_DEVICE_SIZE_CLASSES", "half", 1);
+    ck_assert_int_eq(mp_init(), MP_STATE_READY);
+    int c = mp_device_class_of(600, &cs);
+    ck_assert_uint_eq(cs, 768);
+    ck_assert_uint_eq(mp_device_class_size(c), 768);
+    c = mp_device_class_of(800, &cs);
+    ck_assert_uint_eq(cs, 1024);
+    ck_assert_uint_eq(mp_device_class_size(c), 1024);
+}
+END_TEST
+
+START_TEST(size_class_pow2)
+{
+    size_t cs;
+    setenv("MEMPOOL_DEVICE_SIZE_CLASSES", "pow2", 1);
+    ck_assert_int_eq(mp_init(), MP_STATE_READY);
+    int c = mp_device_class_of(600, &cs);
+    ck_assert_uint_eq(cs, 1024);
+    ck_assert_uint_eq(mp_device_class_size(c), 1024);
+    mp_device_class_of((3u << 20) + 1, &cs);
+    ck_assert_uint_eq(cs, 4u << 20);
+}
+END_TEST
+
 static Suite *device_suite(void)
 {
     Suite *s = suite_create("device_pool");
@@ -352,6 +556,14 @@ static Suite *device_suite(void)
     tcase_add_test(tc, fences_none_reuses_at_once);
     tcase_add_test(tc, cache_limit_as_percentage);
     tcase_add_test(tc, pinned_reuse_waits_for_copies);
+    tcase_add_test(tc, small_blocks_share_a_segment);
+    tcase_add_test(tc, segment_size_and_pack_limit);
+    tcase_add_test(tc, ipc_exports_whole_blocks_only);
+    tcase_add_test(tc, stream_capture_passes_through);
+    tcase_add_test(tc, async_free_of_a_pooled_block);
+    tcase_add_test(tc, pools_are_per_context);
+    tcase_add_test(tc, size_class_schemes);
+    tcase_add_test(tc, size_class_pow2);
     suite_add_tcase(s, tc);
     return s;
 }
