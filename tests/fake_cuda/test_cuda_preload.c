@@ -73,7 +73,15 @@ START_TEST(app_pooled_through_its_path)
              "rows = dev[\"size_classes\"]\n"
              "assert rows and sum(r[\"hits\"] for r in rows) == dev[\"hits\"], rows\n"
              "assert all(r[\"size\"] >= 512 for r in rows), rows\n"
-             "assert sys.argv[4] == \"cu_app\" or d[\"kinds\"][\"pinned\"][\"pools\"], d[\"kinds\"]' %s %s %s %s",
+             "assert sys.argv[4] == \"cu_app\" or d[\"kinds\"][\"pinned\"][\"pools\"], d[\"kinds\"]\n"
+             "p = d[\"cuda_paths\"]\n"
+             "assert p[\"proc_address\"][\"hooks_handed_out\"] > 0 or sys.argv[4] != \"cuda_app_static\", p\n"
+             "assert p[\"driver\"][\"calls\"] > 0 or p[\"runtime\"][\"calls\"] > 0, p\n"
+             "if sys.argv[4] == \"cu_app\":\n"
+             "    assert h[\"cuMemFreeAsync_ptsz\"][\"handed_out\"] == 1, h\n"
+             "    assert h[\"cuStreamBeginCapture_v2\"][\"calls\"] == 1, h\n"
+             "    assert dev[\"captured_pass_through\"] == 1 and dev[\"ipc_exports\"] == 1, dev\n"
+             "    assert dev[\"segments\"] >= 1, dev' %s %s %s %s",
              dir, a->hook, a->hook_field, a->exe);
     ck_assert_msg(system(cmd) == 0, "%s: stats file lacks the hook or device rows", a->exe);
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
