@@ -1,9 +1,10 @@
 /*
- * The CUDA allocation entry points the shim exports: device memory goes to
- * the core (src/cuda_intercept.c); pinned, stream-ordered, managed and
- * pitched allocations are forwarded to the real function and counted
- * (their pools come later).  Types are the ABI's (cudaError_t and CUresult
- * are ints), so no CUDA header is needed to build the shim.
+ * The CUDA entry points the shim exports: device and pinned memory, IPC,
+ * stream creation and capture go to the core (src/cuda_intercept.c);
+ * stream-ordered, managed and pitched allocations are forwarded to the
+ * real function and counted (stream-ordered frees of pooled blocks come
+ * back to the pools).  Types are the ABI's (cudaError_t and CUresult are
+ * ints), so no CUDA header is needed to build the shim.
  */
 #include <stddef.h>
 #include <stdint.h>
