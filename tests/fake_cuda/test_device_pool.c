@@ -4,6 +4,8 @@
  * devices, foreign pointers. */
 #include <cuda.h>
 #include <dlfcn.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -537,6 +539,65 @@ START_TEST(size_class_pow2)
 }
 END_TEST
 
+/* Threads allocating and freeing packed and whole blocks at once: no block
+ * is ever handed to two holders (each writes its id and checks it before
+ * freeing), and the books balance at the end. */
+#define MT_THREADS 4
+#define MT_ROUNDS 3000
+
+static void *mt_worker(void *arg)
+{
+    unsigned id = (unsigned)(uintptr_t)arg, seed = id * 7919u + 1;
+    CUdeviceptr held[8] = {0};
+    size_t sizes[8] = {0};
+    use_device(0);
+    for (int r = 0; r < MT_ROUNDS; r++) {
+        int k = (int)(rand_r(&seed) % 8);
+        if (held[k]) {
+            unsigned char *m = (unsigned char *)(uintptr_t)held[k];
+            if (m[0] != id || m[sizes[k] - 1] != id)
+                return (void *)1;
+            if (mp_device_free(held[k]) != 1)
+                return (void *)2;
+            held[k] = 0;
+        } else {
+            sizes[k] = 1 + rand_r(&seed) % (r % 5 == 0 ? (600u << 10) : 8192u);
+            if (mp_device_alloc(&held[k], sizes[k]) != CUDA_SUCCESS)
+                return (void *)3;
+            unsigned char *m = (unsigned char *)(uintptr_t)held[k];
+            m[0] = m[sizes[k] - 1] = (unsigned char)id;
+        }
+    }
+    for (int k = 0; k < 8; k++)
+        if (held[k] && mp_device_free(held[k]) != 1)
+            return (void *)2;
+    return NULL;
+}
+
+START_TEST(threads_never_share_a_block)
+{
+    setenv("MEMPOOL_DEVICE_PACK_MAX_SIZE", "256K", 1);
+    start();
+    pthread_t t[MT_THREADS];
+    for (unsigned i = 0; i < MT_THREADS; i++)
+        ck_assert_int_eq(pthread_create(&t[i], NULL, mt_worker, (void *)(uintptr_t)(i + 1)), 0);
+    for (int i = 0; i < MT_THREADS; i++) {
+        void *rc = NULL;
+        pthread_join(t[i], &rc);
+        ck_assert_ptr_null(rc);
+    }
+    mp_device_stats_t s = stats(0);
+    ck_assert_int_eq(s.in_use, 0);
+    ck_assert_uint_eq(s.requests, s.releases);
+    ck_assert_uint_eq(s.hits + s.misses, s.requests);
+    mp_device_trim(0);
+    s = stats(0);
+    ck_assert_int_eq(s.reserved, 0);
+    ck_assert_int_eq(s.segments, 0);
+    ck_assert_uint_eq(fk.used(0), 0);
+}
+END_TEST
+
 static Suite *device_suite(void)
 {
     Suite *s = suite_create("device_pool");
@@ -565,6 +626,12 @@ static Suite *device_suite(void)
     tcase_add_test(tc, size_class_schemes);
     tcase_add_test(tc, size_class_pow2);
     suite_add_tcase(s, tc);
+    /* Alone in its case so the TSan build can run just it: the others
+     * read memory the fake's "kernels" write, ordered by time, not locks. */
+    TCase *mt = tcase_create("threads");
+    tcase_add_test(mt, threads_never_share_a_block);
+    tcase_set_timeout(mt, 120);
+    suite_add_tcase(s, mt);
     return s;
 }
 
