@@ -112,15 +112,13 @@ mp_cu_result mp_cuda_drv_primary_reset(int dev)
 mp_cu_result mp_cuda_drv_ctx_destroy(mp_cu_context ctx)
 {
     mp_hook_count(MP_HOOK_cuCtxDestroy_v2);
-    int dev = mp_device_of_context(ctx);
     mp_cu_result (*real)(mp_cu_context);
     void *r = mp_hook_real(MP_HOOK_cuCtxDestroy_v2);
     if (r == NULL)
         return MP_CUDA_ERROR_NOT_INITIALIZED;
     memcpy(&real, &r, sizeof(r));
     mp_cu_result rc = real(ctx);
-    (void)dev;
-    if (rc == MP_CUDA_SUCCESS)
+    if (rc == MP_CUDA_SUCCESS) /* that context's pool only; its memory is gone */
         mp_device_drop_context(ctx);
     return rc;
 }
