@@ -24,10 +24,3 @@ MP_PUBLIC int mempool_stats_dump(const char *path)
     char written[MP_PATH_MAX];
     return mp_stats_write_now(path, written, sizeof(written)) ? 0 : -EIO;
 }
-
-MP_PUBLIC long long mempool_trim(void)
-{
-    if (mp_init() != MP_STATE_READY)
-        return 0;
-    return (long long)mp_host_trim();
-}

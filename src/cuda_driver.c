@@ -29,8 +29,10 @@ static void load(void)
     static const struct {
         const char *name;
         size_t offset;
+        bool optional;
     } table[] = {
-#define E(field, name) {name, offsetof(mp_cuda_t, field)}
+#define E(field, name) {name, offsetof(mp_cuda_t, field), false}
+#define OPT(field, name) {name, offsetof(mp_cuda_t, field), true}
         E(init, "cuInit"),
         E(mem_alloc, "cuMemAlloc"),
         E(mem_free, "cuMemFree"),
@@ -46,12 +48,22 @@ static void load(void)
         E(host_alloc, "cuMemHostAlloc"),
         E(host_free, "cuMemFreeHost"),
         E(total_mem, "cuDeviceTotalMem"),
+        OPT(device_count, "cuDeviceGetCount"),
+        OPT(device_get, "cuDeviceGet"),
+        OPT(primary_retain, "cuDevicePrimaryCtxRetain"),
+        OPT(mem_get_info, "cuMemGetInfo"),
+        OPT(memset_async, "cuMemsetD8Async"),
+        OPT(host_register, "cuMemHostRegister"),
+        OPT(host_unregister, "cuMemHostUnregister"),
 #undef E
+#undef OPT
     };
     for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
         void *fn = NULL;
         int status = 0;
         if (get(table[i].name, &fn, 12000, 0, &status) != MP_CUDA_SUCCESS || fn == NULL) {
+            if (table[i].optional)
+                continue;
             mp_log(MP_LOG_WARN, "CUDA driver lacks %s; device pools are off", table[i].name);
             return;
         }

@@ -24,6 +24,14 @@ typedef struct mp_cuda {
     mp_cu_result (*host_alloc)(void **, size_t, unsigned);
     mp_cu_result (*host_free)(void *);
     mp_cu_result (*total_mem)(size_t *, int);
+    /* Optional (NULL if the driver lacks them): the explicit pool API's. */
+    mp_cu_result (*device_count)(int *);
+    mp_cu_result (*device_get)(int *, int);
+    mp_cu_result (*primary_retain)(mp_cu_context *, int);
+    mp_cu_result (*mem_get_info)(size_t *, size_t *);
+    mp_cu_result (*memset_async)(mp_cu_ptr, unsigned char, size_t, mp_cu_stream);
+    mp_cu_result (*host_register)(void *, size_t, unsigned);
+    mp_cu_result (*host_unregister)(void *);
 } mp_cuda_t;
 
 extern mp_cuda_t mp_cuda;

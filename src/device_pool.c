@@ -60,7 +60,10 @@ typedef struct dblock {
     int cls;     /* -1: unpooled */
     int pool;
     bool exported;  /* IPC handle taken: never reused */
+    bool dirty;     /* zero-on-release block not zeroed yet (released during a capture) */
     segment_t *seg; /* packed: the segment it was carved from */
+    mp_cu_stream stream; /* released on this stream (stream-ordered release) */
+    mp_cu_event ev;      /* ... after this event: reusable by other streams once done */
     struct dblock *next;
 } dblock_t;
 
@@ -90,13 +93,23 @@ typedef struct dev_pool {
     mp_device_stats_t st;
     _Atomic uint64_t wait_ns; /* in driver frees, which wait for the device */
     mp_dev_class_stats_t cls[MP_DEV_CLASSES];
+    /* Pools of the explicit API (mempool_create) carry their own config. */
+    bool api, exact, zero;
+    int scheme;         /* MP_SC_* of the classes; -1: MEMPOOL_DEVICE_SIZE_CLASSES */
+    int numa;           /* pinned: NUMA node of the pages (-1: no policy) */
+    mp_cu_context ctx;  /* the context the pool's blocks live in (API pools) */
+    size_t max_block;   /* larger requests are not cached */
+    uint64_t cache_limit, max_blocks; /* 0: none */
+    dblock_t *streamq[MP_DEV_CLASSES]; /* released on a stream, event recorded */
 } dev_pool_t;
 
 /* Context pools 0..MP_DEV_MAX-1 (slot i serves context pool_ctx[i]), then
  * one pinned pool per flag combination (portable, mapped, write-combined
  * never mix). */
 #define MP_PINNED_POOLS 8
-static dev_pool_t pools[MP_DEV_MAX + MP_PINNED_POOLS];
+#define MP_API_BASE (MP_DEV_MAX + MP_PINNED_POOLS)
+#define MP_NPOOLS (MP_API_BASE + MP_DPOOL_API_MAX)
+static dev_pool_t pools[MP_NPOOLS];
 static _Atomic(mp_cu_context) pool_ctx[MP_DEV_MAX];
 static pthread_mutex_t claim_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -109,12 +122,14 @@ _Atomic int mp_captures;
 
 static void init(void)
 {
-    for (int d = 0; d < MP_DEV_MAX + MP_PINNED_POOLS; d++) {
+    for (int d = 0; d < MP_NPOOLS; d++) {
         pthread_mutex_init(&pools[d].lock, NULL);
-        pools[d].pinned = d >= MP_DEV_MAX;
-        pools[d].flags = d >= MP_DEV_MAX ? (unsigned)(d - MP_DEV_MAX) : 0;
+        pools[d].pinned = d >= MP_DEV_MAX && d < MP_API_BASE;
+        pools[d].flags = pools[d].pinned ? (unsigned)(d - MP_DEV_MAX) : 0;
         pools[d].ordinal = -1;
         pools[d].st.device = -1;
+        pools[d].scheme = -1;
+        pools[d].numa = -1;
     }
 }
 
@@ -131,6 +146,27 @@ static void max_update(int64_t *peak, int64_t v)
         *peak = v;
 }
 
+static size_t page_round(size_t n) { return (n + 4095) & ~(size_t)4095; }
+
+/* Pinned memory on a NUMA node: pages bound to the node first, then
+ * page-locked in place (cuMemHostAlloc has no placement). */
+static mp_cu_result numa_pinned_alloc(dev_pool_t *pl, void **out, size_t size)
+{
+    size_t len = page_round(size);
+    void *h = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (h == MAP_FAILED)
+        return MP_CUDA_ERROR_OUT_OF_MEMORY;
+    mp_cu_result r = MP_CUDA_ERROR_OUT_OF_MEMORY;
+    if (mp_numa_bind(h, len, pl->numa) == 0)
+        r = mp_cuda.host_register(h, len, pl->flags & 0x3u); /* portable, devicemap */
+    if (r != MP_CUDA_SUCCESS) {
+        munmap(h, len);
+        return r;
+    }
+    *out = h;
+    return MP_CUDA_SUCCESS;
+}
+
 static mp_cu_result raw_alloc(dev_pool_t *pl, mp_cu_ptr *p, size_t size)
 {
     mp_cu_result r;
@@ -138,7 +174,10 @@ static mp_cu_result raw_alloc(dev_pool_t *pl, mp_cu_ptr *p, size_t size)
         r = mp_cuda.mem_alloc(p, size);
     } else {
         void *h = NULL;
-        r = mp_cuda.host_alloc(&h, size, pl->flags);
+        if (pl->numa >= 0)
+            r = numa_pinned_alloc(pl, &h, size);
+        else
+            r = mp_cuda.host_alloc(&h, size, pl->flags);
         *p = (mp_cu_ptr)(uintptr_t)h;
     }
     return r;
@@ -146,13 +185,17 @@ static mp_cu_result raw_alloc(dev_pool_t *pl, mp_cu_ptr *p, size_t size)
 
 /* cuMemFree and cuMemFreeHost wait for the work still using the block:
  * the time is counted (pool locked or not: the caller owns the block). */
-static void raw_free(dev_pool_t *pl, mp_cu_ptr p)
+static void raw_free(dev_pool_t *pl, mp_cu_ptr p, size_t size)
 {
     uint64_t t0 = now_ns();
-    if (pl->pinned)
+    if (pl->pinned && pl->numa >= 0) {
+        mp_cuda.host_unregister((void *)(uintptr_t)p);
+        munmap((void *)(uintptr_t)p, page_round(size));
+    } else if (pl->pinned) {
         mp_cuda.host_free((void *)(uintptr_t)p);
-    else
+    } else {
         mp_cuda.mem_free(p);
+    }
     atomic_fetch_add_explicit(&pl->wait_ns, now_ns() - t0, memory_order_relaxed);
 }
 
@@ -200,7 +243,7 @@ static void rec_free(void *p) { slab_put(&free_recs, p); }
 static batch_t *batch_new(void) { return slab_get(&free_batches, sizeof(batch_t)); }
 static void batch_free(batch_t *f) { slab_put(&free_batches, f); }
 
-int mp_device_class_of(size_t size, size_t *class_size)
+static int class_of_scheme(size_t size, int scheme, size_t *class_size)
 {
     if (size <= 512) {
         *class_size = 512;
@@ -209,7 +252,7 @@ int mp_device_class_of(size_t size, size_t *class_size)
     unsigned lg = 63u - (unsigned)__builtin_clzll((unsigned long long)(size - 1));
     size_t step = (size_t)1 << (lg - 2);
     size_t k = (size - 1 - ((size_t)1 << lg)) / step;
-    switch (mp_opt(MP_OPT_DEVICE_SIZE_CLASSES)) { /* half and pow2: subsets of quarter */
+    switch (scheme) { /* half and pow2: subsets of quarter */
     case 1:
         k = k <= 1 ? 1 : 3;
         break;
@@ -219,6 +262,25 @@ int mp_device_class_of(size_t size, size_t *class_size)
     }
     *class_size = ((size_t)1 << lg) + (k + 1) * step;
     return 1 + (int)(lg - 9) * 4 + (int)k;
+}
+
+int mp_device_class_of(size_t size, size_t *class_size)
+{
+    return class_of_scheme(size, (int)mp_opt(MP_OPT_DEVICE_SIZE_CLASSES), class_size);
+}
+
+/* The class of a request in pool pl.  Exact pools list blocks by their
+ * quarter class but reuse a block only for the same size (rounded to
+ * 256 bytes, cudaMalloc's alignment). */
+static int pool_class_of(const dev_pool_t *pl, size_t size, size_t *class_size)
+{
+    if (pl->exact) {
+        int cls = class_of_scheme(size, MP_SC_QUARTER, class_size);
+        *class_size = size <= 512 ? 512 : (size + 255) & ~(size_t)255;
+        return cls;
+    }
+    return class_of_scheme(size, pl->scheme >= 0 ? pl->scheme : (int)mp_opt(MP_OPT_DEVICE_SIZE_CLASSES),
+                           class_size);
 }
 
 size_t mp_device_class_size(int cls)
@@ -326,8 +388,18 @@ static void collect(dev_pool_t *pl)
         while (f->blocks) {
             dblock_t *b = f->blocks;
             f->blocks = b->next;
-            b->next = pl->ready[b->cls];
-            pl->ready[b->cls] = b;
+            if (b->dirty && mp_cuda.memset_async
+                && mp_cuda.memset_async(b->ptr, 0, b->size, NULL) == MP_CUDA_SUCCESS) {
+                b->dirty = false; /* zeroed in order: one more fence covers it */
+                b->next = pl->pending;
+                pl->pending = b;
+            } else if (b->dirty) {
+                b->next = pl->pending; /* cannot zero it now: try again later */
+                pl->pending = b;
+            } else {
+                b->next = pl->ready[b->cls];
+                pl->ready[b->cls] = b;
+            }
         }
         for (unsigned i = 0; i < f->nevents; i++)
             event_put(pl, f->events[i]);
@@ -371,12 +443,37 @@ static void fence_pending(dev_pool_t *pl, const dev_pool_t *reg)
     pl->fenced = f;
 }
 
-static dblock_t *pop_ready(dev_pool_t *pl, int cls)
+/* A ready block of class cls (of size csize in an exact pool). */
+static dblock_t *pop_ready(dev_pool_t *pl, int cls, size_t csize)
 {
-    dblock_t *b = pl->ready[cls];
+    dblock_t **pp = &pl->ready[cls];
+    if (pl->exact)
+        while (*pp && (*pp)->size != csize)
+            pp = &(*pp)->next;
+    dblock_t *b = *pp;
     if (b)
-        pl->ready[cls] = b->next;
+        *pp = b->next;
     return b;
+}
+
+/* A block released on a stream: one released on stream s itself (same_stream:
+ * stream order makes it safe at once), or one whose release event has
+ * completed.  Never waits. */
+static dblock_t *pop_stream(dev_pool_t *pl, int cls, size_t csize, mp_cu_stream s, bool same_stream)
+{
+    for (dblock_t **pp = &pl->streamq[cls]; *pp; pp = &(*pp)->next) {
+        dblock_t *b = *pp;
+        if (pl->exact && b->size != csize)
+            continue;
+        if (same_stream ? b->stream != s : mp_cuda.event_query(b->ev) == MP_CUDA_ERROR_NOT_READY)
+            continue;
+        *pp = b->next;
+        event_put(pl, b->ev);
+        b->ev = NULL;
+        b->stream = NULL;
+        return b;
+    }
+    return NULL;
 }
 
 /* Give a free segment back to the driver (pool locked). */
@@ -388,55 +485,73 @@ static size_t seg_release(dev_pool_t *pl, segment_t *sg, int cls)
             *pp = sg->carve_next;
             break;
         }
-    raw_free(pl, sg->base);
+    raw_free(pl, sg->base, sg->size);
     pl->st.reserved -= (int64_t)size;
     pl->st.segments--;
     seg_forget(sg);
     return size;
 }
 
-/* Release the cached blocks of chain b that can go back to the driver
- * (pool locked): whole-block segments always, packed blocks when none of
- * their segment's blocks is in use.  Returns the blocks that must stay;
- * *freed grows by the bytes returned to the driver. */
-static dblock_t *release_chain(dev_pool_t *pl, dblock_t *b, size_t *freed)
+/* How far a release of cached blocks goes: down to these many bytes and
+ * blocks.  Packed blocks go only in a full release (all = true), where
+ * every block of a free segment goes together. */
+typedef struct trim_goal {
+    int64_t bytes, blocks;
+    bool all;
+    size_t freed; /* bytes given back to the driver */
+} trim_goal_t;
+
+static bool goal_met(const dev_pool_t *pl, const trim_goal_t *g)
 {
-    dblock_t *keep = NULL;
+    return pl->st.cached <= g->bytes && pl->st.cached_blocks <= g->blocks;
+}
+
+/* Release the cached blocks of chain b that can go back to the driver
+ * (pool locked) until the goal is met: whole-block segments always, packed
+ * blocks when none of their segment's blocks is in use.  Returns the
+ * blocks that stay. */
+static dblock_t *release_chain(dev_pool_t *pl, dblock_t *b, trim_goal_t *g)
+{
+    dblock_t *keep = NULL, **tail = &keep;
     while (b) {
         dblock_t *next = b->next;
         segment_t *sg = b->seg;
-        if (sg && sg->in_use > 0) {
-            b->next = keep;
-            keep = b;
+        if (goal_met(pl, g) || (sg && (sg->in_use > 0 || !g->all))) {
+            *tail = b;
+            tail = &b->next;
             b = next;
             continue;
         }
         pl->st.cached -= (int64_t)b->size;
+        pl->st.cached_blocks--;
         pl->st.trims++;
+        if (b->ev)
+            event_put(pl, b->ev);
         if (sg == NULL) {
-            raw_free(pl, b->ptr);
+            raw_free(pl, b->ptr, b->size);
             pl->st.reserved -= (int64_t)b->size;
             pl->st.segments--;
-            *freed += b->size;
+            g->freed += b->size;
         } else if (++sg->dropped == sg->carved) {
-            *freed += seg_release(pl, sg, b->cls);
+            g->freed += seg_release(pl, sg, b->cls);
         }
         rec_free(b);
         b = next;
     }
+    *tail = NULL;
     return keep;
 }
 
-/* Free every cached block that can be freed, pending and fenced ones too
- * (pool locked): cuMemFree waits for the device, so no block is freed
- * under a running kernel.  Returns bytes given back to the driver. */
-static size_t release_cached(dev_pool_t *pl)
+/* Free cached blocks until the goal is met, oldest first: pending and
+ * fenced ones, then those released on streams, then ready ones from the
+ * largest class down (pool locked).  cuMemFree waits for the device, so
+ * no block is freed under a running kernel.  Returns bytes freed. */
+static size_t release_to(dev_pool_t *pl, trim_goal_t *g)
 {
-    size_t freed = 0;
-    pl->pending = release_chain(pl, pl->pending, &freed);
+    pl->pending = release_chain(pl, pl->pending, g);
     for (batch_t **pp = &pl->fenced; *pp;) {
         batch_t *f = *pp;
-        f->blocks = release_chain(pl, f->blocks, &freed);
+        f->blocks = release_chain(pl, f->blocks, g);
         if (f->blocks) {
             pp = &f->next;
             continue;
@@ -446,16 +561,26 @@ static size_t release_cached(dev_pool_t *pl)
             event_put(pl, f->events[i]);
         batch_free(f);
     }
-    for (int c = 0; c < MP_DEV_CLASSES; c++)
-        pl->ready[c] = release_chain(pl, pl->ready[c], &freed);
+    for (int c = MP_DEV_CLASSES - 1; c >= 0; c--)
+        pl->streamq[c] = release_chain(pl, pl->streamq[c], g);
+    for (int c = MP_DEV_CLASSES - 1; c >= 0; c--)
+        pl->ready[c] = release_chain(pl, pl->ready[c], g);
     /* Segments none of whose blocks is in use or cached (not carved yet). */
-    for (int c = 0; c < MP_DEV_CLASSES; c++)
-        for (segment_t *sg = pl->carving[c], *next; sg; sg = next) {
-            next = sg->carve_next;
-            if (sg->in_use == 0 && sg->dropped == sg->carved)
-                freed += seg_release(pl, sg, c);
-        }
-    return freed;
+    if (g->all)
+        for (int c = 0; c < MP_DEV_CLASSES; c++)
+            for (segment_t *sg = pl->carving[c], *next; sg; sg = next) {
+                next = sg->carve_next;
+                if (sg->in_use == 0 && sg->dropped == sg->carved)
+                    g->freed += seg_release(pl, sg, c);
+            }
+    return g->freed;
+}
+
+/* Free every cached block that can be freed (pool locked). */
+static size_t release_cached(dev_pool_t *pl)
+{
+    trim_goal_t g = {0, 0, true, 0};
+    return release_to(pl, &g);
 }
 
 /* The pool of the current context, claiming a free slot for a context seen
@@ -515,36 +640,64 @@ static dblock_t *carve(dev_pool_t *pl, int cls, int idx)
     return b;
 }
 
+/* A cached block for a request (pool locked), without waiting: on a
+ * stream-ordered request one released on the same stream, else a ready
+ * one, after collecting completed fences (and fencing the pending blocks
+ * when nothing is ready), else one released on a stream whose event has
+ * completed.  While a graph is captured no event is recorded or queried. */
+static dblock_t *take_cached(dev_pool_t *pl, const dev_pool_t *reg, int cls, size_t csize,
+                             mp_cu_stream s, bool async, bool quiet)
+{
+    dblock_t *b = NULL;
+    if (async && (b = pop_stream(pl, cls, csize, s, true)) != NULL)
+        return b;
+    if ((b = pop_ready(pl, cls, csize)) != NULL || quiet)
+        return b;
+    if (pl->fenced || pl->pending) {
+        collect(pl);
+        if ((b = pop_ready(pl, cls, csize)) != NULL)
+            return b;
+        if (pl->pending) {
+            fence_pending(pl, reg);
+            collect(pl); /* an idle device completes it at once */
+            if ((b = pop_ready(pl, cls, csize)) != NULL)
+                return b;
+        }
+    }
+    return pl->streamq[cls] ? pop_stream(pl, cls, csize, s, false) : NULL;
+}
+
 /* Serve size bytes from pool pl; reg holds the streams the fences cover
- * (the current context's pool). */
-static mp_cu_result pool_alloc(dev_pool_t *pl, const dev_pool_t *reg, int idx, size_t max_block,
-                               mp_cu_ptr *out, size_t size)
+ * (the current context's pool).  s/async: a stream-ordered request. */
+static mp_cu_result pool_alloc(dev_pool_t *pl, const dev_pool_t *reg, int idx, mp_cu_ptr *out,
+                               size_t size, mp_cu_stream s, bool async)
 {
     size_t csize = size;
-    int cls = size > max_block ? -1 : mp_device_class_of(size, &csize);
+    size_t max_block = pl->max_block ? pl->max_block
+                       : mp_opt(pl->pinned ? MP_OPT_PINNED_MAX_BLOCK_SIZE : MP_OPT_DEVICE_MAX_BLOCK_SIZE);
+    int cls = size > max_block ? -1 : pool_class_of(pl, size, &csize);
     size_t seg_size = mp_opt(MP_OPT_DEVICE_SEGMENT_SIZE);
-    bool packed = !pl->pinned && cls >= 0 && csize <= mp_opt(MP_OPT_DEVICE_PACK_MAX_SIZE)
-                  && csize * 2 <= seg_size;
+    /* Packed blocks are laid out at a stride of 256 bytes (cudaMalloc's
+     * alignment guarantee), whatever the class size. */
+    size_t stride = (csize + 255) & ~(size_t)255;
+    bool packed = !pl->pinned && !pl->api && cls >= 0 && csize <= mp_opt(MP_OPT_DEVICE_PACK_MAX_SIZE)
+                  && stride * 2 <= seg_size;
+    bool quiet = atomic_load_explicit(&mp_captures, memory_order_acquire) != 0;
+    bool hit = false;
     dblock_t *b = NULL;
     pthread_mutex_lock(&pl->lock);
     pl->st.requests++;
     pl->st.req_bytes += size;
     if (cls >= 0) {
         pl->cls[cls].req_bytes += size;
-        b = pop_ready(pl, cls);
-        if (b == NULL && (pl->fenced || pl->pending)) {
-            collect(pl);
-            b = pop_ready(pl, cls);
-            if (b == NULL && pl->pending) {
-                fence_pending(pl, reg);
-                collect(pl); /* an idle device completes it at once */
-                b = pop_ready(pl, cls);
-            }
-        }
+        b = take_cached(pl, reg, cls, csize, s, async, quiet);
         if (b) {
+            hit = true;
             pl->cls[cls].hits++;
             pl->st.hits++;
+            pl->st.hit_bytes += b->size;
             pl->st.cached -= (int64_t)b->size;
+            pl->st.cached_blocks--;
         } else if (packed && (b = carve(pl, cls, idx)) != NULL) {
             pl->cls[cls].misses++;
             pl->st.misses++;
@@ -581,7 +734,7 @@ static mp_cu_result pool_alloc(dev_pool_t *pl, const dev_pool_t *reg, int idx, s
         pl->st.reserved += (int64_t)want;
         max_update(&pl->st.reserved_peak, pl->st.reserved);
         if (packed) {
-            segment_t *sg = seg_new(p, want, csize, idx);
+            segment_t *sg = seg_new(p, want, stride, idx);
             if (sg != NULL) {
                 sg->carve_next = pl->carving[cls];
                 pl->carving[cls] = sg;
@@ -600,7 +753,7 @@ static mp_cu_result pool_alloc(dev_pool_t *pl, const dev_pool_t *reg, int idx, s
             pl->st.segments--;
             pl->st.reserved -= (int64_t)want;
             pthread_mutex_unlock(&pl->lock);
-            raw_free(pl, p);
+            raw_free(pl, p, want);
             return MP_CUDA_ERROR_OUT_OF_MEMORY;
         }
         if (b->seg)
@@ -611,10 +764,15 @@ static mp_cu_result pool_alloc(dev_pool_t *pl, const dev_pool_t *reg, int idx, s
         } else {
             pl->st.unpooled++;
         }
-        pl->st.in_use += (int64_t)csize;
+        pl->st.in_use += (int64_t)b->size;
         max_update(&pl->st.in_use_peak, pl->st.in_use);
         pthread_mutex_unlock(&pl->lock);
     }
+    /* Zero before reuse: pinned blocks here, once their fence says no
+     * copy still reads them (device blocks were zeroed in stream order at
+     * release). */
+    if (hit && pl->zero && pl->pinned)
+        memset((void *)(uintptr_t)b->ptr, 0, b->size);
     b->req = size;
     b->exported = false;
     live_add(b);
@@ -637,7 +795,7 @@ mp_cu_result mp_device_alloc(mp_cu_ptr *out, size_t size)
     int idx = current_pool();
     if (idx < 0 || capturing(&pools[idx]))
         return MP_CUDA_ERROR_NOT_INITIALIZED; /* the caller passes it through */
-    return pool_alloc(&pools[idx], &pools[idx], idx, mp_opt(MP_OPT_DEVICE_MAX_BLOCK_SIZE), out, size);
+    return pool_alloc(&pools[idx], &pools[idx], idx, out, size, NULL, false);
 }
 
 mp_cu_result mp_pinned_alloc(void **out, size_t size, unsigned flags)
@@ -649,8 +807,7 @@ mp_cu_result mp_pinned_alloc(void **out, size_t size, unsigned flags)
     if (capturing(&pools[idx]))
         return MP_CUDA_ERROR_NOT_INITIALIZED;
     mp_cu_ptr p = 0;
-    mp_cu_result r = pool_alloc(&pools[idx], &pools[reg], idx, mp_opt(MP_OPT_PINNED_MAX_BLOCK_SIZE), &p,
-                                size ? size : 1);
+    mp_cu_result r = pool_alloc(&pools[idx], &pools[reg], idx, &p, size ? size : 1, NULL, false);
     if (r == MP_CUDA_SUCCESS)
         *out = (void *)(uintptr_t)p;
     return r;
@@ -677,17 +834,11 @@ static uint64_t device_cache_limit(int dev)
     return r;
 }
 
-/* Take back a block of the wanted kind; 0 if it is not ours. */
-static int pool_free(mp_cu_ptr p, bool pinned)
+/* Take back block b (out of the live table) into its pool: cached for
+ * reuse behind a fence, or freed when unpooled, exported or over a limit. */
+static void pool_put(dev_pool_t *pl, dblock_t *b, mp_cu_stream s, bool async)
 {
-    dblock_t *b = live_take(p);
-    if (b == NULL)
-        return 0; /* not ours: the caller forwards to the driver */
-    dev_pool_t *pl = &pools[b->pool];
-    if (pl->pinned != pinned) { /* cudaFreeHost of device memory, or the reverse */
-        live_add(b);
-        return 0; /* the real function reports the error */
-    }
+    bool quiet = atomic_load_explicit(&mp_captures, memory_order_acquire) != 0;
     pthread_mutex_lock(&pl->lock);
     pl->st.releases++;
     if (b->cls >= 0)
@@ -701,11 +852,34 @@ static int pool_free(mp_cu_ptr p, bool pinned)
         pl->st.reserved -= (int64_t)b->size;
         pl->st.segments--;
         pthread_mutex_unlock(&pl->lock);
-        raw_free(pl, b->ptr);
+        raw_free(pl, b->ptr, b->size);
         rec_free(b);
-        return 1;
+        return;
     }
-    if (mp_opt(MP_OPT_DEVICE_FENCES) == 1) { /* none: the program vouches for it */
+    /* Zero-on-release device blocks: a memset in stream order after the
+     * program's work, covered by the fence (during a capture: later, in
+     * collect, since no stream may be used now). */
+    if (pl->zero && !pl->pinned) {
+        b->dirty = quiet || mp_cuda.memset_async == NULL
+                   || mp_cuda.memset_async(b->ptr, 0, b->size, async ? s : NULL) != MP_CUDA_SUCCESS;
+    }
+    mp_cu_event ev = NULL;
+    if (async && !quiet && !b->dirty) {
+        if (pl->nspare)
+            ev = pl->spare[--pl->nspare];
+        else if (mp_cuda.event_create(&ev, MP_CU_EVENT_DISABLE_TIMING) != MP_CUDA_SUCCESS)
+            ev = NULL;
+        if (ev && mp_cuda.event_record(ev, s) != MP_CUDA_SUCCESS) {
+            event_put(pl, ev);
+            ev = NULL;
+        }
+    }
+    if (ev) { /* stream-ordered: at once for s, after ev for the others */
+        b->stream = s;
+        b->ev = ev;
+        b->next = pl->streamq[b->cls];
+        pl->streamq[b->cls] = b;
+    } else if (mp_opt(MP_OPT_DEVICE_FENCES) == 1 && !b->dirty) { /* none: the program vouches */
         b->next = pl->ready[b->cls];
         pl->ready[b->cls] = b;
     } else {
@@ -713,17 +887,154 @@ static int pool_free(mp_cu_ptr p, bool pinned)
         pl->pending = b;
     }
     pl->st.cached += (int64_t)b->size;
-    uint64_t limit = pinned ? mp_opt(MP_OPT_PINNED_CACHE_LIMIT) : device_cache_limit(pl->ordinal);
+    pl->st.cached_blocks++;
     /* No driver call while a graph is being captured: trim later. */
-    if (limit && (uint64_t)pl->st.cached > limit && atomic_load(&mp_captures) == 0)
-        release_cached(pl); /* the free functions wait for the device */
+    if (!quiet) {
+        if (pl->api) {
+            trim_goal_t g = {pl->cache_limit ? (int64_t)pl->cache_limit : INT64_MAX,
+                             pl->max_blocks ? (int64_t)pl->max_blocks : INT64_MAX, false, 0};
+            if (!goal_met(pl, &g))
+                release_to(pl, &g);
+        } else {
+            uint64_t limit = pl->pinned ? mp_opt(MP_OPT_PINNED_CACHE_LIMIT) : device_cache_limit(pl->ordinal);
+            if (limit && (uint64_t)pl->st.cached > limit)
+                release_cached(pl); /* the free functions wait for the device */
+        }
+    }
     pthread_mutex_unlock(&pl->lock);
+}
+
+/* Take back a block of the wanted kind; 0 if it is not ours. */
+static int pool_free(mp_cu_ptr p, bool pinned)
+{
+    dblock_t *b = live_take(p);
+    if (b == NULL)
+        return 0; /* not ours: the caller forwards to the driver */
+    dev_pool_t *pl = &pools[b->pool];
+    if (pl->pinned != pinned) { /* cudaFreeHost of device memory, or the reverse */
+        live_add(b);
+        return 0; /* the real function reports the error */
+    }
+    pool_put(pl, b, NULL, false);
     return 1;
 }
 
 int mp_device_free(mp_cu_ptr p) { return p == 0 ? 1 : pool_free(p, false); }
 
 int mp_pinned_free(void *p) { return p == NULL ? 1 : pool_free((mp_cu_ptr)(uintptr_t)p, true); }
+
+/* ---- pools of the explicit API (pool_api.c) ----------------------------- */
+
+static void copy_stats(dev_pool_t *pl, mp_device_stats_t *out);
+
+int mp_dpool_current(void) { return current_pool(); }
+
+int mp_dpool_open(const mp_dpool_cfg_t *cfg)
+{
+    pthread_once(&once, init);
+    pthread_mutex_lock(&claim_lock);
+    int idx = -1;
+    for (int i = MP_API_BASE; i < MP_NPOOLS && idx < 0; i++)
+        if (!pools[i].api)
+            idx = i;
+    if (idx >= 0) {
+        dev_pool_t *pl = &pools[idx];
+        pthread_mutex_lock(&pl->lock);
+        pl->api = true;
+        pl->pinned = cfg->pinned;
+        pl->flags = cfg->host_flags;
+        pl->ordinal = cfg->ordinal;
+        pl->st.device = cfg->ordinal;
+        pl->ctx = cfg->ctx;
+        pl->exact = cfg->scheme == MP_DPOOL_EXACT;
+        pl->scheme = pl->exact ? -1 : cfg->scheme;
+        pl->zero = cfg->zero;
+        pl->numa = cfg->numa;
+        pl->max_block = cfg->max_block;
+        pl->cache_limit = cfg->cache_limit;
+        pl->max_blocks = cfg->max_blocks;
+        pthread_mutex_unlock(&pl->lock);
+    }
+    pthread_mutex_unlock(&claim_lock);
+    return idx;
+}
+
+int mp_dpool_close(int idx)
+{
+    if (idx < MP_API_BASE || idx >= MP_NPOOLS)
+        return -1;
+    dev_pool_t *pl = &pools[idx];
+    pthread_mutex_lock(&claim_lock);
+    pthread_mutex_lock(&pl->lock);
+    if (pl->st.in_use != 0) {
+        pthread_mutex_unlock(&pl->lock);
+        pthread_mutex_unlock(&claim_lock);
+        return -1;
+    }
+    release_cached(pl);
+    for (unsigned i = 0; i < pl->nspare; i++)
+        mp_cuda.event_destroy(pl->spare[i]);
+    pthread_mutex_t keep = pl->lock;
+    memset(pl, 0, sizeof(*pl));
+    pl->lock = keep;
+    pl->ordinal = pl->st.device = -1;
+    pl->scheme = pl->numa = -1;
+    pthread_mutex_unlock(&pl->lock);
+    pthread_mutex_unlock(&claim_lock);
+    return 0;
+}
+
+mp_cu_result mp_dpool_alloc(int idx, mp_cu_ptr *out, size_t size, mp_cu_stream s, bool async)
+{
+    if (idx < 0 || idx >= MP_NPOOLS)
+        return MP_CUDA_ERROR_INVALID_VALUE;
+    int reg = current_pool(); /* the streams the current context's pool knows */
+    dev_pool_t *pl = &pools[idx];
+    return pool_alloc(pl, reg >= 0 ? &pools[reg] : pl, idx, out, size ? size : 1, s, async);
+}
+
+int mp_dpool_free(int idx, mp_cu_ptr p, mp_cu_stream s, bool async)
+{
+    dblock_t *b = live_take(p);
+    if (b == NULL)
+        return -1;
+    if (b->pool != idx) {
+        live_add(b);
+        return -1;
+    }
+    pool_put(&pools[idx], b, s, async);
+    return 0;
+}
+
+int mp_dpool_owner(mp_cu_ptr p)
+{
+    pthread_mutex_lock(&live_lock);
+    dblock_t *b = live_find(p);
+    int idx = b ? b->pool : -1;
+    pthread_mutex_unlock(&live_lock);
+    return idx;
+}
+
+size_t mp_dpool_trim(int idx, size_t target)
+{
+    if (idx < 0 || idx >= MP_NPOOLS || !mp_cuda.loaded)
+        return 0;
+    pthread_once(&once, init);
+    dev_pool_t *pl = &pools[idx];
+    trim_goal_t g = {(int64_t)(target > INT64_MAX ? INT64_MAX : target), INT64_MAX, target == 0, 0};
+    pthread_mutex_lock(&pl->lock);
+    size_t freed = atomic_load(&mp_captures) == 0 ? release_to(pl, &g) : 0;
+    pthread_mutex_unlock(&pl->lock);
+    return freed;
+}
+
+void mp_dpool_stats(int idx, mp_device_stats_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->device = -1;
+    if (idx >= 0 && idx < MP_NPOOLS)
+        copy_stats(&pools[idx], out);
+}
 
 size_t mp_device_trim(int dev)
 {
@@ -798,13 +1109,14 @@ static void forget_pool(dev_pool_t *pl)
     }
     for (int c = 0; c < MP_DEV_CLASSES; c++) {
         forget_chain(pl->ready[c]);
-        pl->ready[c] = NULL;
+        forget_chain(pl->streamq[c]);
+        pl->ready[c] = pl->streamq[c] = NULL;
         pl->carving[c] = NULL;
     }
     pl->nspare = 0;
     pl->nstreams = 0;
     pl->too_many_streams = false;
-    pl->st.reserved = pl->st.cached = pl->st.in_use = pl->st.segments = 0;
+    pl->st.reserved = pl->st.cached = pl->st.in_use = pl->st.segments = pl->st.cached_blocks = 0;
     pl->st.drops++;
 }
 
@@ -815,13 +1127,15 @@ static void forget_pool(dev_pool_t *pl)
 static void drop(int dev, mp_cu_context ctx)
 {
     pthread_once(&once, init);
-    bool gone[MP_DEV_MAX + MP_PINNED_POOLS] = {false};
+    bool gone[MP_NPOOLS] = {false};
     pthread_mutex_lock(&claim_lock);
-    for (int i = 0; i < MP_DEV_MAX + MP_PINNED_POOLS; i++) {
+    for (int i = 0; i < MP_NPOOLS; i++) {
         dev_pool_t *pl = &pools[i];
         pthread_mutex_lock(&pl->lock);
-        if (i >= MP_DEV_MAX) {
-            gone[i] = true;
+        if (pl->api) { /* its context, or every pool of the device */
+            gone[i] = ctx ? pl->ctx == ctx : pl->ordinal == dev;
+        } else if (i >= MP_DEV_MAX) {
+            gone[i] = i < MP_API_BASE;
         } else {
             mp_cu_context c = atomic_load(&pool_ctx[i]);
             gone[i] = c != NULL && (ctx ? c == ctx : pl->ordinal == dev);
@@ -994,7 +1308,7 @@ int mp_device_ipc_export(mp_cu_ptr p)
     pthread_mutex_lock(&live_lock);
     dblock_t *b = live_find(p);
     int r = 0, pool = 0;
-    if (b && b->pool < MP_DEV_MAX) {
+    if (b && !pools[b->pool].pinned) {
         r = b->seg ? -1 : 1;
         pool = b->pool;
         if (r == 1)

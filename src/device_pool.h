@@ -2,6 +2,8 @@
 #ifndef MEMPOOL_DEVICE_POOL_H
 #define MEMPOOL_DEVICE_POOL_H
 
+#include <stdbool.h>
+
 #include "cuda_abi.h"
 #include "internal.h"
 
@@ -15,7 +17,8 @@ typedef struct mp_device_stats {
     uint64_t captured;    /* requests passed through during stream capture */
     uint64_t ipc_exports; /* blocks exported with cuIpcGetMemHandle (never reused) */
     uint64_t wait_ns;     /* time in driver frees (trims, OOM releases, unpooled) */
-    int64_t in_use, in_use_peak, reserved, reserved_peak, cached;
+    uint64_t hit_bytes;   /* bytes of the blocks hits handed out */
+    int64_t in_use, in_use_peak, reserved, reserved_peak, cached, cached_blocks;
     int64_t segments, segments_peak; /* driver allocations held */
 } mp_device_stats_t;
 
@@ -79,5 +82,41 @@ void mp_device_stream_destroyed(mp_cu_stream s);
 void mp_device_fork_child(void);
 /* Device of a context (current context if ctx is NULL); -1 if unknown. */
 int mp_device_of_context(mp_cu_context ctx);
+
+/* ---- pools of the explicit API (mempool_create; pool_api.c) -------------
+ * A pool index names any pool: context pools (mp_dpool_current), pinned
+ * pools (MP_DEV_MAX + flags) and API pools (mp_dpool_open). */
+#define MP_DPOOL_API_MAX 64
+#define MP_DPOOL_EXACT 3 /* scheme: reuse a block only for the same size */
+
+typedef struct mp_dpool_cfg {
+    bool pinned;
+    unsigned host_flags; /* pinned: cuMemHostAlloc flags */
+    int ordinal;
+    mp_cu_context ctx;   /* the context its memory lives in (pushed by the caller) */
+    int scheme;          /* MP_SC_*, MP_DPOOL_EXACT, or -1 for the option's */
+    bool zero;           /* zero blocks before reuse */
+    int numa;            /* pinned: NUMA node, or -1 */
+    size_t max_block;    /* 0: the kind's option */
+    uint64_t cache_limit, max_blocks; /* 0: no limit */
+} mp_dpool_cfg_t;
+
+/* The current context's pool index, or -1 (no driver or context). */
+int mp_dpool_current(void);
+/* A new API pool; -1 if all MP_DPOOL_API_MAX are in use. */
+int mp_dpool_open(const mp_dpool_cfg_t *cfg);
+/* Free its cache and the slot: 0, or -1 while blocks are in use. */
+int mp_dpool_close(int idx);
+/* Allocate from pool idx (the caller has made its context current);
+ * s/async: stream-ordered (a block released on s is reused at once). */
+mp_cu_result mp_dpool_alloc(int idx, mp_cu_ptr *out, size_t size, mp_cu_stream s, bool async);
+/* Release p to pool idx: 0, or -1 if p is not a live block of that pool. */
+int mp_dpool_free(int idx, mp_cu_ptr p, mp_cu_stream s, bool async);
+/* Pool index of a live block, or -1. */
+int mp_dpool_owner(mp_cu_ptr p);
+/* Free cached blocks until at most target bytes stay cached (0: all,
+ * packed segments included).  Returns bytes freed. */
+size_t mp_dpool_trim(int idx, size_t target);
+void mp_dpool_stats(int idx, mp_device_stats_t *out);
 
 #endif

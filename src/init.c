@@ -12,6 +12,7 @@
 
 #include "device_pool.h"
 #include "internal.h"
+#include "pool.h"
 
 _Atomic int mp_state;
 _Thread_local int mp_tls_guard __attribute__((tls_model("initial-exec")));
@@ -45,6 +46,7 @@ static void fork_child(void)
     mp_heap_fork_parent(); /* unlock: the child is the thread that locked */
     mp_host_fork_child();
     mp_device_fork_child();
+    mp_pressure_fork_child();
     mp_stats_reset();
 }
 

@@ -242,6 +242,16 @@ void mp_host_for_each_tcache(void (*fn)(const mp_tcache_t *, void *), void *arg)
 /* Cached blocks/bytes in the shared pool of one class. */
 void mp_host_shared_cached(unsigned cls, uint64_t *blocks, uint64_t *bytes);
 
+/* ---- numa.c ------------------------------------------------------------- */
+/* 0 if blocks can be placed on node; -EINVAL (no such node), -ENOTSUP
+ * (no NUMA, or the kernel refuses policies to this process). */
+int mp_numa_check(int node);
+/* Prefer node for the pages covering [p, p + len), moving those already
+ * touched.  0 or -errno. */
+int mp_numa_bind(void *p, size_t len, int node);
+/* Node of the page holding p (get_mempolicy), -1 if unknown. */
+int mp_numa_node_of(const void *p);
+
 /* ---- stats.c / stats_write.c -------------------------------------------- */
 void mp_stats_reset(void); /* after fork, in the child */
 /* Write the stats file (and the summary) now; safe to call more than once. */

@@ -8,5 +8,5 @@ int main(void)
 {
     const char *v = mempool_version();
     printf("%s\n", v);
-    return strcmp(v, "0.1.0") == 0 && mempool_trim() >= 0 ? 0 : 1;
+    return strcmp(v, "0.2.0") == 0 && mempool_trim_all() >= 0 ? 0 : 1;
 }

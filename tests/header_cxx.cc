@@ -3,4 +3,4 @@
 
 #include <cstring>
 
-int main() { return std::strcmp(mempool_version(), "0.1.0") == 0 ? 0 : 1; }
+int main() { return std::strcmp(mempool_version(), "0.2.0") == 0 ? 0 : 1; }

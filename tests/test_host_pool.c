@@ -142,12 +142,12 @@ START_TEST(trim_returns_cached_bytes)
         p[i] = mp_malloc(256);
     for (int i = 0; i < 5; i++)
         mp_free(p[i]);
-    ck_assert_int_eq(mempool_trim(), 5 * 256);
+    ck_assert_int_eq(mempool_trim_all(), 5 * 256);
     const mp_row_t *r = row_of(256);
     ck_assert_uint_eq(r->cached_blocks, 0);
     ck_assert_int_eq(r->bytes_reserved, 0);
     ck_assert_uint_eq(r->trims, 5);
-    ck_assert_int_eq(mempool_trim(), 0);
+    ck_assert_int_eq(mempool_trim_all(), 0);
 }
 END_TEST
 

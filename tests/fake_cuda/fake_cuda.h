@@ -23,6 +23,7 @@ typedef struct fake_cuda_counters {
      * is being captured: illegal in the default (global) capture mode. */
     uint64_t capture_violations;
     uint64_t alloc_async, free_async;
+    uint64_t memset, host_register, host_unregister;
 } fake_cuda_counters_t;
 
 /* Driver (libcuda.so.1): a "kernel" on stream h that fills bytes at dst with

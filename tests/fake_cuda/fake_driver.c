@@ -802,6 +802,36 @@ FAKE_EXPORT CUresult cuMemFreeAsync(CUdeviceptr p, CUstream s)
     return cuMemFree_v2(p);
 }
 
+/* A memset is a fill that takes no time, in stream order. */
+FAKE_EXPORT CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char value, size_t n, CUstream s)
+{
+    pthread_mutex_lock(&lock);
+    counters.memset++;
+    pthread_mutex_unlock(&lock);
+    return fakecuLaunchFill(s, dst, value, n, 0);
+}
+
+/* Page-locking of existing host memory: only bookkept (counted). */
+FAKE_EXPORT CUresult cuMemHostRegister_v2(void *p, size_t bytes, unsigned int flags)
+{
+    if (p == NULL || bytes == 0 || (flags & ~0xfu))
+        return CUDA_ERROR_INVALID_VALUE;
+    pthread_mutex_lock(&lock);
+    counters.host_register++;
+    pthread_mutex_unlock(&lock);
+    return CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuMemHostUnregister(void *p)
+{
+    if (p == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    pthread_mutex_lock(&lock);
+    counters.host_unregister++;
+    pthread_mutex_unlock(&lock);
+    return CUDA_SUCCESS;
+}
+
 /* ---- test controls (also reachable through cuGetProcAddress) ----------- */
 
 FAKE_EXPORT CUresult fakecuLaunchFill(CUstream h, CUdeviceptr dst, int value, size_t bytes,
@@ -902,6 +932,9 @@ static const proc_t procs[] = {
     P("cuMemAllocAsync", cuMemAllocAsync),
     P("cuMemFreeAsync", cuMemFreeAsync),
     P("cuGetProcAddress", NULL), /* filled in below: ourselves */
+    P("cuMemsetD8Async", cuMemsetD8Async),
+    P("cuMemHostRegister", cuMemHostRegister_v2),
+    P("cuMemHostUnregister", cuMemHostUnregister),
     P("fakecuLaunchFill", fakecuLaunchFill),
 };
 #undef P

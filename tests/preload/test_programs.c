@@ -150,12 +150,18 @@ END_TEST
 START_TEST(exports_only_the_interface)
 {
     char cmd[4200];
-    /* 23 C functions, 20 C++ operators, 3 mempool_* functions and the 42
-     * CUDA hooks of src/cuda_hooks.def; nothing of jemalloc. */
+    /* 23 C functions, 20 C++ operators, the 17 mempool_* functions and the
+     * 42 CUDA hooks of src/cuda_hooks.def; nothing of jemalloc. */
     snprintf(cmd, sizeof(cmd),
              "n=$(nm -D --defined-only %s | awk '{print $3}' | sort | wc -l);"
-             " test \"$n\" -eq 88 && ! nm -D --defined-only %s | grep -q -e mallocx -e je_ -e mallctl",
+             " test \"$n\" -eq 102 && ! nm -D --defined-only %s | grep -q -e mallocx -e je_ -e mallctl",
              getenv("MP_PRELOAD"), getenv("MP_PRELOAD"));
+    ck_assert_int_eq(shell(cmd), 0);
+    /* The mempool_* exports are exactly the functions mempool.h declares. */
+    snprintf(cmd, sizeof(cmd),
+             "test \"$(nm -D --defined-only %s | awk '{print $3}' | grep '^mempool_' | sort)\" = "
+             "\"$(grep -oE '[ *]mempool_[a-z_]+\\(' %s/include/mempool.h | tr -d ' *(' | sort -u)\"",
+             getenv("MP_PRELOAD"), getenv("MP_SRCDIR"));
     ck_assert_int_eq(shell(cmd), 0);
     snprintf(cmd, sizeof(cmd), "! ldd %s | grep -q -e jemalloc -e unwind -e stdc++", getenv("MP_PRELOAD"));
     ck_assert_int_eq(shell(cmd), 0);

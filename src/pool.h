@@ -1,0 +1,62 @@
+/*
+ * Explicit pools of include/mempool.h: the host engine (pool_host.c), the
+ * pressure monitor (pressure.c) and the registry the API keeps
+ * (pool_api.c).  Device and pinned API pools live in device_pool.c.
+ */
+#ifndef MEMPOOL_POOL_H
+#define MEMPOOL_POOL_H
+
+#include "device_pool.h"
+#include "internal.h"
+
+/* ---- pool_host.c: a host pool with its own cache, limits and counters --- */
+#define MP_HPOOL_EXACT 3 /* scheme: reuse a block only for the same size */
+
+typedef struct mp_hpool mp_hpool_t;
+typedef struct mp_hpool_cfg {
+    int scheme;       /* MP_SC_* or MP_HPOOL_EXACT */
+    size_t max_block; /* larger requests are served, never cached */
+    size_t align;     /* power of two >= 16 */
+    uint64_t cache_limit, max_blocks; /* 0: no limit */
+    int numa;         /* node, or -1 */
+    bool zero;        /* zero at release */
+} mp_hpool_cfg_t;
+
+/* 0 or -ENOMEM. */
+int mp_hpool_create(const mp_hpool_cfg_t *cfg, mp_hpool_t **out);
+/* 0, or -EBUSY while blocks are acquired. */
+int mp_hpool_destroy(mp_hpool_t *hp);
+/* NULL when jemalloc has no memory (after freeing the cache and retrying). */
+void *mp_hpool_alloc(mp_hpool_t *hp, size_t size);
+/* 0, -EINVAL (not a live block: *twice says if it is cached, i.e. was
+ * released already). */
+int mp_hpool_free(mp_hpool_t *hp, void *p, bool *twice);
+size_t mp_hpool_trim(mp_hpool_t *hp, size_t target);
+/* 1 if p is a block (live or cached) of this pool. */
+int mp_hpool_holds(mp_hpool_t *hp, const void *p);
+void mp_hpool_stats(mp_hpool_t *hp, mp_device_stats_t *out);
+
+/* ---- pressure.c ---------------------------------------------------------- */
+/* Memory a kind can still use: bytes available and total (host: the
+ * smaller of the system and the cgroup limit; device: cuMemGetInfo of the
+ * current context).  Returns false when unknown. */
+typedef bool (*mp_mem_reader_fn)(int kind, uint64_t *avail, uint64_t *total);
+bool mp_pressure_read(int kind, uint64_t *avail, uint64_t *total);
+/* Tests: replace the readers (NULL restores them). */
+void mp_pressure_set_reader(mp_mem_reader_fn fn);
+/* Start the monitor thread (once; idempotent); wake it if it is parked. */
+void mp_pressure_kick(void);
+/* pool_api.c: one check of every monitored pool; bytes freed. */
+size_t mp_pools_pressure_check(void);
+/* pool_api.c: 1 if any monitored pool caches something (else the monitor parks). */
+bool mp_pools_pressure_idle(void);
+/* In a forked child: the monitor thread did not survive. */
+void mp_pressure_fork_child(void);
+
+/* ---- pool_api.c ------------------------------------------------------------ */
+/* Write every pool (NO_STATS ones left out) as the stats file's "pools"
+ * array members, through the writer's callback. */
+typedef void (*mp_emit_fn)(void *ctx, const char *s, size_t len);
+void mp_pools_write_json(mp_emit_fn emit, void *ctx, const char *indent);
+
+#endif
