@@ -15,6 +15,7 @@
 
 #include "cuda_hooks.h"
 #include "device_pool.h"
+#include "pool.h"
 #include "stats.h"
 
 #define MP_STATS_SCHEMA_VERSION 1
@@ -433,6 +434,9 @@ static void write_json_paths(out_t *o)
     out_str(o, "}}");
 }
 
+/* The explicit API's pools (pool_api.c) write through this. */
+static void emit_out(void *ctx, const char *s, size_t len) { out_mem(ctx, s, len); }
+
 static void write_json(out_t *o, const mp_snapshot_t *s)
 {
     char exe[MP_PATH_MAX], host[256];
@@ -495,7 +499,9 @@ static void write_json(out_t *o, const mp_snapshot_t *s)
     write_json_hooks(o);
     out_str(o, "],\n  \"cuda_paths\": ");
     write_json_paths(o);
-    out_str(o, "\n}\n");
+    out_str(o, ",\n  \"pools\": [");
+    mp_pools_write_json(emit_out, o, "    ");
+    out_str(o, "\n  ]\n}\n");
 }
 
 /* ---- text ---------------------------------------------------------------- */

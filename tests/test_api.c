@@ -1,0 +1,696 @@
+/* The explicit pool API (include/mempool.h) on host pools: every function
+ * and error path, table-driven where there is a table; limits, zeroing,
+ * alignment, exact matching, stats equal to what the test did, NUMA
+ * placement, simulated memory pressure, many threads across pools.
+ * Device and pinned pools: tests/fake_cuda/test_api_cuda.c. */
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "check_main.h"
+#include "host_inline.h"
+#include "mempool.h"
+#include "pool.h"
+
+static void start(void)
+{
+    setenv("MEMPOOL_HOST_RESERVE", "64G", 0);
+    ck_assert_int_eq(mp_init(), MP_STATE_READY);
+}
+
+static mempool_t *make(size_t max_blocks, size_t max_block, size_t limit, size_t align, int classes,
+                       unsigned flags)
+{
+    mempool_config_t c;
+    ck_assert_int_eq(mempool_config_init(&c, MEMPOOL_KIND_HOST), 0);
+    c.max_cached_blocks = max_blocks;
+    if (max_block)
+        c.max_block_size = max_block;
+    c.cache_limit = limit;
+    c.alignment = align;
+    c.size_classes = (mempool_size_classes_t)classes;
+    c.flags = flags;
+    c.name = "test";
+    mempool_t *p = NULL;
+    ck_assert_int_eq(mempool_create(&c, &p), 0);
+    ck_assert_ptr_nonnull(p);
+    return p;
+}
+
+static mempool_stats_t stats_of(mempool_t *p)
+{
+    mempool_stats_t s = {.struct_size = sizeof(s)};
+    ck_assert_int_eq(mempool_get_stats(p, &s), 0);
+    return s;
+}
+
+/* ---- config checks ---------------------------------------------------------- */
+
+#define EDIT(name, body) \
+    static void name(mempool_config_t *c) { body; }
+
+EDIT(bad_kind, c->kind = (mempool_kind_t)7)
+EDIT(bad_classes, c->size_classes = (mempool_size_classes_t)9)
+EDIT(bad_flags, c->flags = 0x80)
+EDIT(align_not_pow2, c->alignment = 48)
+EDIT(align_huge, c->alignment = (size_t)1 << 21)
+EDIT(threshold_one, c->pressure_threshold = 1.0)
+EDIT(threshold_negative, c->pressure_threshold = -0.5)
+EDIT(max_block_zero, c->max_block_size = 0)
+EDIT(max_block_huge, c->max_block_size = (size_t)4 << 30)
+EDIT(numa_negative, c->numa_node = -7)
+EDIT(numa_absent, c->numa_node = 1000)
+EDIT(small_struct, c->struct_size = 4)
+
+static const struct {
+    const char *what;
+    void (*edit)(mempool_config_t *);
+    int err;
+} config_table[] = {
+    {"unknown kind", bad_kind, -EINVAL},
+    {"unknown size-class scheme", bad_classes, -EINVAL},
+    {"unknown flag", bad_flags, -EINVAL},
+    {"alignment not a power of two", align_not_pow2, -EINVAL},
+    {"alignment above 1 MiB", align_huge, -EINVAL},
+    {"pressure threshold 1.0", threshold_one, -EINVAL},
+    {"negative pressure threshold", threshold_negative, -EINVAL},
+    {"max block size 0", max_block_zero, -EINVAL},
+    {"max block size above 1 GiB with classes", max_block_huge, -EINVAL},
+    {"negative NUMA node", numa_negative, -EINVAL},
+    {"NUMA node the machine lacks", numa_absent, -EINVAL},
+    {"struct_size without the kind", small_struct, -EINVAL},
+};
+
+START_TEST(config_errors)
+{
+    start();
+    mempool_config_t c;
+    mempool_config_init(&c, MEMPOOL_KIND_HOST);
+    config_table[_i].edit(&c);
+    mempool_t *p = NULL;
+    int r = mempool_create(&c, &p);
+    if (r != config_table[_i].err)
+        ck_abort_msg("%s: got %d (%s), want %d", config_table[_i].what, r, mempool_strerror(r),
+                     config_table[_i].err);
+    ck_assert_ptr_null(p);
+}
+END_TEST
+
+START_TEST(null_arguments)
+{
+    start();
+    mempool_config_t c;
+    mempool_t *p = NULL;
+    ck_assert_int_eq(mempool_config_init(NULL, MEMPOOL_KIND_HOST), -EINVAL);
+    ck_assert_int_eq(mempool_config_init(&c, (mempool_kind_t)3), -EINVAL);
+    ck_assert_int_eq(mempool_create(NULL, &p), -EINVAL);
+    mempool_config_init(&c, MEMPOOL_KIND_HOST);
+    ck_assert_int_eq(mempool_create(&c, NULL), -EINVAL);
+    errno = 0;
+    ck_assert_ptr_null(mempool_acquire(NULL, 10));
+    ck_assert_int_eq(errno, EINVAL);
+    ck_assert_int_eq(mempool_release(NULL, &c), -EINVAL);
+    ck_assert_int_eq(mempool_destroy(NULL), -EINVAL);
+    ck_assert_int_eq(mempool_clear(NULL), -EINVAL);
+    ck_assert_int_eq(mempool_trim(NULL, 0), -EINVAL);
+    mempool_stats_t s = {.struct_size = sizeof(s)};
+    ck_assert_int_eq(mempool_get_stats(NULL, &s), -EINVAL);
+    ck_assert_int_eq(mempool_write_stats((mempool_t *)&c, 1, MEMPOOL_FORMAT_JSON), -EINVAL); /* not a pool */
+    errno = 0;
+    ck_assert_ptr_null(mempool_default((mempool_kind_t)5));
+    ck_assert_int_eq(errno, EINVAL);
+    /* A default pool cannot be destroyed. */
+    ck_assert_int_eq(mempool_destroy(mempool_default(MEMPOOL_KIND_HOST)), -EINVAL);
+    /* Host pools have no stream-ordered variants. */
+    p = make(0, 0, 0, 0, 0, 0);
+    errno = 0;
+    ck_assert_ptr_null(mempool_acquire_async(p, 10, NULL));
+    ck_assert_int_eq(errno, EINVAL);
+    ck_assert_int_eq(mempool_release_async(p, &c, NULL), -EINVAL);
+    ck_assert_int_eq(mempool_release(p, NULL), 0); /* like free(NULL) */
+    ck_assert_int_eq(mempool_destroy(p), 0);
+}
+END_TEST
+
+START_TEST(strerror_names_every_code)
+{
+    static const int codes[] = {0, EINVAL, ENOMEM, ENODEV, ENOTSUP, EBUSY, EIO};
+    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+        ck_assert_str_eq(mempool_strerror(codes[i]), mempool_strerror(-codes[i]));
+        ck_assert_str_ne(mempool_strerror(codes[i]), mempool_strerror(12345));
+    }
+    ck_assert_ptr_nonnull(mempool_strerror(12345));
+}
+END_TEST
+
+/* ---- acquire / release ------------------------------------------------------------ */
+
+START_TEST(release_then_acquire_is_a_hit)
+{
+    start();
+    mempool_t *p = make(0, 0, 0, 0, 0, 0);
+    char *a = mempool_acquire(p, 1000);
+    ck_assert_ptr_nonnull(a);
+    memset(a, 0x5a, 1000);
+    ck_assert_int_eq(mempool_release(p, a), 0);
+    char *b = mempool_acquire(p, 1000);
+    ck_assert_ptr_eq(a, b);
+    ck_assert_int_eq(b[999], 0x5a); /* not zeroed without the flag */
+    char *c = mempool_acquire(p, 900); /* same quarter class (896 < 900 <= 1024) */
+    ck_assert_ptr_ne(c, b);
+    ck_assert_int_eq(mempool_release(p, c), 0);
+    char *d = mempool_acquire(p, 1000);
+    ck_assert_ptr_eq(d, c); /* 900 and 1000 share the 1024 class */
+    mempool_stats_t s = stats_of(p);
+    ck_assert_uint_eq(s.acquired, 4);
+    ck_assert_uint_eq(s.released, 2);
+    ck_assert_uint_eq(s.hits, 2);
+    ck_assert_uint_eq(s.misses, 2);
+    ck_assert_uint_eq(s.bytes_requested, 1000 + 1000 + 900 + 1000);
+    ck_assert_uint_eq(s.bytes_from_cache, 2048);
+    ck_assert_uint_eq(s.bytes_in_use, 2048);
+    ck_assert_uint_eq(s.peak_bytes_in_use, 2048);
+    ck_assert_uint_eq(s.pool_size, 0);
+    ck_assert(s.hit_rate > 0.49 && s.hit_rate < 0.51);
+    ck_assert_str_eq(s.name, "test");
+    ck_assert_int_eq(mempool_destroy(p), -EBUSY); /* two blocks still out */
+    mempool_release(p, b);
+    mempool_release(p, d);
+    s = stats_of(p);
+    ck_assert_uint_eq(s.pool_size, 2);
+    ck_assert_uint_eq(s.bytes_cached, 2048);
+    ck_assert_uint_eq(s.bytes_reserved, 2048);
+    ck_assert_int_eq(mempool_destroy(p), 0);
+}
+END_TEST
+
+START_TEST(double_and_foreign_release_are_refused)
+{
+    start();
+    mempool_t *p = make(0, 0, 0, 0, 0, 0), *q = make(0, 0, 0, 0, 0, 0);
+    char *a = mempool_acquire(p, 64);
+    memset(a, 1, 64);
+    ck_assert_int_eq(mempool_release(p, a), 0);
+    ck_assert_int_eq(mempool_release(p, a), -EINVAL); /* twice */
+    char *b = mempool_acquire(q, 64);
+    ck_assert_int_eq(mempool_release(p, b), -EINVAL); /* wrong pool */
+    int local = 0;
+    ck_assert_int_eq(mempool_release(p, &local), -EINVAL); /* never acquired */
+    ck_assert_int_eq(mempool_release(mempool_default(MEMPOOL_KIND_HOST), &local), -EINVAL);
+    /* Nothing was corrupted: the cached block comes back once, the other
+     * pool's block is still its own. */
+    ck_assert_ptr_eq(mempool_acquire(p, 64), a);
+    ck_assert_ptr_ne(mempool_acquire(p, 64), a);
+    ck_assert_int_eq(mempool_release(q, b), 0);
+    mempool_stats_t s = stats_of(p);
+    ck_assert_uint_eq(s.release_errors, 3);
+    ck_assert_uint_eq(s.released, 1);
+}
+END_TEST
+
+static const struct {
+    size_t align;
+    size_t sizes[4];
+} align_table[] = {
+    {0, {1, 24, 100, 5000}},   {16, {1, 24, 100, 5000}}, {64, {1, 72, 100, 5000}},
+    {256, {1, 300, 4000, 70000}}, {4096, {1, 5000, 9000, 100000}}, {1 << 20, {1, 100, 4096, 3 << 20}},
+};
+
+START_TEST(alignment_of_every_block)
+{
+    start();
+    size_t align = align_table[_i].align;
+    mempool_t *p = make(0, 0, 0, align, 0, 0);
+    size_t want = align ? align : 16;
+    void *keep[8];
+    for (int round = 0; round < 2; round++) /* misses, then hits */
+        for (int k = 0; k < 4; k++) {
+            void *b = mempool_acquire(p, align_table[_i].sizes[k]);
+            ck_assert_ptr_nonnull(b);
+            ck_assert_uint_eq((uintptr_t)b % want, 0);
+            memset(b, 0xee, align_table[_i].sizes[k]);
+            keep[round * 4 + k] = b;
+            if (round == 0)
+                ck_assert_int_eq(mempool_release(p, b), 0);
+        }
+    mempool_stats_t s = stats_of(p);
+    ck_assert_uint_eq(s.hits, 4);
+    for (int k = 4; k < 8; k++)
+        mempool_release(p, keep[k]);
+    ck_assert_int_eq(mempool_destroy(p), 0);
+}
+END_TEST
+
+START_TEST(zero_on_release)
+{
+    start();
+    mempool_t *p = make(0, 0, 0, 0, 0, MEMPOOL_ZERO_ON_RELEASE);
+    unsigned char *a = mempool_acquire(p, 3000);
+    memset(a, 0xff, 3000);
+    mempool_release(p, a);
+    unsigned char *b = mempool_acquire(p, 3000);
+    ck_assert_ptr_eq(a, b);
+    for (size_t i = 0; i < 3000; i++)
+        if (b[i] != 0)
+            ck_abort_msg("byte %zu is %u after zero-on-release", i, b[i]);
+    mempool_release(p, b);
+}
+END_TEST
+
+START_TEST(exact_matching)
+{
+    start();
+    mempool_t *p = make(0, 0, 0, 0, MEMPOOL_CLASSES_EXACT, 0);
+    void *a = mempool_acquire(p, 1000);
+    mempool_release(p, a);
+    void *b = mempool_acquire(p, 1010); /* another size: not reused */
+    ck_assert_ptr_ne(a, b);
+    void *c = mempool_acquire(p, 1000); /* the same size: reused */
+    ck_assert_ptr_eq(a, c);
+    mempool_stats_t s = stats_of(p);
+    ck_assert_uint_eq(s.hits, 1);
+    ck_assert_uint_eq(s.misses, 2);
+    ck_assert_uint_eq(s.bytes_in_use, 1008 + 1024); /* rounded to 16 only */
+}
+END_TEST
+
+START_TEST(pow2_classes_share_more)
+{
+    start();
+    mempool_t *p = make(0, 0, 0, 0, MEMPOOL_CLASSES_POW2, 0);
+    void *a = mempool_acquire(p, 600);
+    mempool_release(p, a);
+    ck_assert_ptr_eq(mempool_acquire(p, 1000), a); /* both in the 1024 class */
+    mempool_stats_t s = stats_of(p);
+    ck_assert_uint_eq(s.bytes_in_use, 1024);
+}
+END_TEST
+
+START_TEST(limits)
+{
+    start();
+    /* max_cached_blocks 3: the fourth release frees its block. */
+    mempool_t *p = make(3, 0, 0, 0, 0, 0);
+    void *b[4];
+    for (int i = 0; i < 4; i++)
+        b[i] = mempool_acquire(p, 512);
+    for (int i = 0; i < 4; i++)
+        mempool_release(p, b[i]);
+    mempool_stats_t s = stats_of(p);
+    ck_assert_uint_eq(s.pool_size, 3);
+    ck_assert_uint_eq(s.trims, 1);
+    ck_assert_uint_eq(s.bytes_reserved, 3 * 512);
+    /* cache_limit 1000 bytes: one 512 block fits, not two. */
+    mempool_t *q = make(0, 0, 1000, 0, 0, 0);
+    for (int i = 0; i < 2; i++)
+        b[i] = mempool_acquire(q, 512);
+    mempool_release(q, b[0]);
+    mempool_release(q, b[1]);
+    s = stats_of(q);
+    ck_assert_uint_eq(s.bytes_cached, 512);
+    /* max_block_size 4096: larger requests are served, never cached. */
+    mempool_t *r = make(0, 4096, 0, 0, 0, 0);
+    void *big = mempool_acquire(r, 5000);
+    ck_assert_ptr_nonnull(big);
+    memset(big, 1, 5000);
+    mempool_release(r, big);
+    s = stats_of(r);
+    ck_assert_uint_eq(s.unpooled, 1);
+    ck_assert_uint_eq(s.hits + s.misses, 0);
+    ck_assert_uint_eq(s.pool_size, 0);
+    ck_assert_uint_eq(s.bytes_reserved, 0);
+}
+END_TEST
+
+START_TEST(clear_and_trim)
+{
+    start();
+    mempool_t *p = make(0, 0, 0, 0, 0, 0);
+    void *b[6];
+    size_t sizes[6] = {1024, 1024, 2048, 2048, 4096, 4096};
+    for (int i = 0; i < 6; i++)
+        b[i] = mempool_acquire(p, sizes[i]);
+    for (int i = 0; i < 6; i++)
+        mempool_release(p, b[i]);
+    ck_assert_uint_eq(stats_of(p).bytes_cached, 14336);
+    /* Trim to 6200: the largest blocks go first (two 4096 ones). */
+    ck_assert_int_eq(mempool_trim(p, 6200), 8192);
+    ck_assert_uint_eq(stats_of(p).bytes_cached, 6144);
+    ck_assert_int_eq(mempool_trim(p, 6144), 0);
+    ck_assert_int_eq(mempool_clear(p), 6144);
+    mempool_stats_t s = stats_of(p);
+    ck_assert_uint_eq(s.bytes_cached, 0);
+    ck_assert_uint_eq(s.pool_size, 0);
+    ck_assert_uint_eq(s.bytes_reserved, 0);
+    ck_assert_uint_eq(s.trims, 6);
+    ck_assert_int_eq(mempool_clear(p), 0);
+    /* trim_all reaches custom pools too. */
+    void *x = mempool_acquire(p, 100);
+    mempool_release(p, x);
+    ck_assert_int_ge(mempool_trim_all(), 112);
+    ck_assert_uint_eq(stats_of(p).bytes_cached, 0);
+}
+END_TEST
+
+START_TEST(default_host_pool_is_the_malloc_pool)
+{
+    start();
+    mempool_t *d = mempool_default(MEMPOOL_KIND_HOST);
+    ck_assert_ptr_nonnull(d);
+    ck_assert_ptr_eq(d, mempool_default(MEMPOOL_KIND_HOST));
+    mempool_stats_t before = stats_of(d);
+    void *a = mempool_acquire(d, 200);
+    ck_assert_ptr_nonnull(a);
+    ck_assert_uint_eq((uintptr_t)a % 16, 0);
+    ck_assert_int_eq(mempool_release(d, a), 0);
+    void *b = mp_malloc(200); /* the preload's malloc path: the same block */
+    ck_assert_ptr_eq(a, b);
+    mp_free(b);
+    mempool_stats_t after = stats_of(d);
+    ck_assert_uint_eq(after.acquired - before.acquired, 2);
+    ck_assert_uint_eq(after.hits - before.hits, 1);
+    ck_assert_str_eq(after.name, "host-default");
+    ck_assert_int_ge(mempool_clear(d), 0);
+}
+END_TEST
+
+START_TEST(no_cuda_means_enodev)
+{
+    start();
+    void *h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
+    if (h == NULL)
+        h = dlopen("libcuda.so.1", RTLD_NOW);
+    if (h != NULL) {
+        fprintf(stderr, "no_cuda_means_enodev: a CUDA driver is installed; checked in test_api_cuda\n");
+        return;
+    }
+    errno = 0;
+    ck_assert_ptr_null(mempool_default(MEMPOOL_KIND_DEVICE));
+    ck_assert_int_eq(errno, ENODEV);
+    mempool_config_t c;
+    mempool_config_init(&c, MEMPOOL_KIND_DEVICE);
+    mempool_t *p = NULL;
+    ck_assert_int_eq(mempool_create(&c, &p), -ENODEV);
+    mempool_config_init(&c, MEMPOOL_KIND_PINNED);
+    ck_assert_int_eq(mempool_create(&c, &p), -ENODEV);
+}
+END_TEST
+
+/* ---- stats output -------------------------------------------------------------------- */
+
+static char *read_fd(int fd)
+{
+    static char buf[65536];
+    lseek(fd, 0, SEEK_SET);
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    buf[n > 0 ? n : 0] = '\0';
+    return buf;
+}
+
+START_TEST(write_stats_json_and_text)
+{
+    start();
+    mempool_config_t c;
+    mempool_config_init(&c, MEMPOOL_KIND_HOST);
+    c.name = "staging \"buffers\"";
+    mempool_t *p = NULL;
+    ck_assert_int_eq(mempool_create(&c, &p), 0);
+    c.name = "hidden";
+    c.flags = MEMPOOL_NO_STATS;
+    mempool_t *h = NULL;
+    ck_assert_int_eq(mempool_create(&c, &h), 0);
+    void *a = mempool_acquire(p, 4000);
+    mempool_release(p, a);
+    a = mempool_acquire(p, 4000);
+    char path[] = "/tmp/mempool-api-XXXXXX";
+    int fd = mkstemp(path);
+    unlink(path);
+    ck_assert_int_eq(mempool_write_stats(p, fd, MEMPOOL_FORMAT_JSON), 0);
+    char *j = read_fd(fd);
+    ck_assert_ptr_nonnull(strstr(j, "\"name\": \"staging \\\"buffers\\\"\""));
+    ck_assert_ptr_nonnull(strstr(j, "\"hits\": 1,"));
+    ck_assert_ptr_nonnull(strstr(j, "\"misses\": 1,"));
+    ck_assert_ptr_nonnull(strstr(j, "\"bytes_from_cache\": 4096,"));
+    ck_assert_ptr_nonnull(strstr(j, "\"hit_rate\": 0.5000"));
+    ck_assert_int_eq(ftruncate(fd, 0), 0);
+    lseek(fd, 0, SEEK_SET);
+    ck_assert_int_eq(mempool_write_stats(NULL, fd, MEMPOOL_FORMAT_TEXT), 0);
+    char *t = read_fd(fd);
+    ck_assert_ptr_nonnull(strstr(t, "host-default"));
+    ck_assert_ptr_nonnull(strstr(t, "staging"));
+    ck_assert_ptr_null(strstr(t, "hidden")); /* MEMPOOL_NO_STATS */
+    ck_assert_int_eq(mempool_write_stats(p, fd, (mempool_format_t)7), -EINVAL);
+    ck_assert_int_eq(mempool_write_stats(p, -1, MEMPOOL_FORMAT_JSON), -EINVAL);
+    close(fd);
+    int pipefd[2];
+    ck_assert_int_eq(pipe(pipefd), 0);
+    close(pipefd[0]);
+    signal(SIGPIPE, SIG_IGN);
+    ck_assert_int_eq(mempool_write_stats(p, pipefd[1], MEMPOOL_FORMAT_JSON), -EIO);
+    close(pipefd[1]);
+    /* The stats file lists custom pools under "pools". */
+    char file[] = "/tmp/mempool-api-file-XXXXXX";
+    close(mkstemp(file));
+    ck_assert_int_eq(mempool_stats_dump(file), 0);
+    fd = open(file, O_RDONLY);
+    j = read_fd(fd);
+    close(fd);
+    unlink(file);
+    ck_assert_ptr_nonnull(strstr(j, "\"pools\": ["));
+    ck_assert_ptr_nonnull(strstr(j, "staging"));
+    ck_assert_ptr_null(strstr(j, "hidden"));
+}
+END_TEST
+
+/* ---- NUMA -------------------------------------------------------------------------------- */
+
+START_TEST(numa_placement)
+{
+    start();
+    mempool_config_t c;
+    mempool_config_init(&c, MEMPOOL_KIND_HOST);
+    c.numa_node = 0;
+    mempool_t *p = NULL;
+    int r = mempool_create(&c, &p);
+    if (r == -ENOTSUP) { /* no NUMA, or policies filtered (containers) */
+        fprintf(stderr, "numa_placement: the kernel refuses memory policies here; -ENOTSUP checked\n");
+        return;
+    }
+    ck_assert_int_eq(r, 0);
+    size_t size = 256 << 10;
+    char *b = mempool_acquire(p, size);
+    ck_assert_ptr_nonnull(b);
+    memset(b, 1, size);
+    ck_assert_int_eq(mp_numa_node_of(b), 0);
+    ck_assert_int_eq(mp_numa_node_of(b + size - 1), 0);
+    /* move_pages with no target nodes reports where each page is. */
+    void *pages[4] = {b, b + 4096, b + size / 2, b + size - 1};
+    int status[4] = {-1, -1, -1, -1};
+    ck_assert_int_eq(syscall(SYS_move_pages, 0, 4, pages, NULL, status, 0), 0);
+    for (int i = 0; i < 4; i++)
+        ck_assert_int_eq(status[i], 0);
+    mempool_stats_t s = stats_of(p);
+    ck_assert_int_eq(s.numa_node, 0);
+    mempool_release(p, b);
+}
+END_TEST
+
+/* ---- memory pressure ------------------------------------------------------------------- */
+
+static _Atomic uint64_t fake_avail = 900, fake_total = 1000;
+static bool fake_reader(int kind, uint64_t *avail, uint64_t *total)
+{
+    (void)kind;
+    *avail = fake_avail;
+    *total = fake_total;
+    return true;
+}
+
+START_TEST(pressure_poll_clears_pools_over_threshold)
+{
+    start();
+    mp_pressure_set_reader(fake_reader);
+    mempool_config_t c;
+    mempool_config_init(&c, MEMPOOL_KIND_HOST);
+    c.pressure_threshold = 0.8;
+    mempool_t *watched = NULL, *plain = make(0, 0, 0, 0, 0, 0);
+    ck_assert_int_eq(mempool_create(&c, &watched), 0);
+    void *a = mempool_acquire(watched, 8192), *b = mempool_acquire(plain, 8192);
+    mempool_release(watched, a);
+    mempool_release(plain, b);
+    fake_avail = 300; /* 70% in use: under 80% */
+    ck_assert_int_eq(mempool_pressure_poll(), 0);
+    ck_assert_uint_eq(stats_of(watched).bytes_cached, 8192);
+    fake_avail = 100; /* 90% in use */
+    ck_assert_int_eq(mempool_pressure_poll(), 8192);
+    mempool_stats_t s = stats_of(watched);
+    ck_assert_uint_eq(s.bytes_cached, 0);
+    ck_assert_uint_eq(s.pressure_events, 1);
+    ck_assert_uint_eq(stats_of(plain).bytes_cached, 8192); /* no threshold: untouched */
+    ck_assert_int_eq(mempool_pressure_poll(), 0); /* nothing left to free */
+    ck_assert_uint_eq(stats_of(watched).pressure_events, 1);
+}
+END_TEST
+
+START_TEST(pressure_monitor_thread_trims)
+{
+    setenv("MEMPOOL_PRESSURE_INTERVAL", "10", 1);
+    start();
+    mp_pressure_set_reader(fake_reader);
+    fake_avail = 50; /* 95% in use */
+    mempool_config_t c;
+    mempool_config_init(&c, MEMPOOL_KIND_HOST);
+    c.pressure_threshold = 0.5;
+    mempool_t *p = NULL;
+    ck_assert_int_eq(mempool_create(&c, &p), 0);
+    void *a = mempool_acquire(p, 100000);
+    mempool_release(p, a); /* wakes the parked monitor */
+    for (int i = 0; i < 500 && stats_of(p).pressure_events == 0; i++)
+        usleep(10000);
+    mempool_stats_t s = stats_of(p);
+    ck_assert_uint_ge(s.pressure_events, 1);
+    ck_assert_uint_eq(s.bytes_cached, 0);
+}
+END_TEST
+
+START_TEST(default_pools_follow_the_option)
+{
+    setenv("MEMPOOL_PRESSURE_THRESHOLD", "80", 1);
+    start();
+    mp_pressure_set_reader(fake_reader);
+    mempool_t *d = mempool_default(MEMPOOL_KIND_HOST);
+    void *a = mempool_acquire(d, 3000);
+    mempool_release(d, a);
+    mp_host_trim(); /* the calling thread's cache too: then cache one block in the shared pool */
+    fake_avail = 100;
+    void *blocks[300];
+    for (int i = 0; i < 300; i++)
+        blocks[i] = mempool_acquire(d, 3000);
+    for (int i = 0; i < 300; i++)
+        mempool_release(d, blocks[i]);
+    ck_assert_uint_gt(stats_of(d).bytes_cached, 0);
+    ck_assert_int_gt(mempool_pressure_poll(), 0);
+    ck_assert_uint_ge(stats_of(d).pressure_events, 1);
+}
+END_TEST
+
+/* ---- threads ----------------------------------------------------------------------------- */
+
+#define NPOOLS 4
+#define NTHREADS 8
+#define OPS 20000
+static mempool_t *tpools[NPOOLS];
+
+static void *worker(void *arg)
+{
+    unsigned id = (unsigned)(uintptr_t)arg, seed = id * 7919u + 1;
+    struct {
+        unsigned char *p;
+        size_t n;
+        int pool;
+    } held[16] = {{0}};
+    for (int i = 0; i < OPS; i++) {
+        int k = (int)(rand_r(&seed) % 16);
+        if (held[k].p) {
+            for (size_t j = 0; j < held[k].n; j += 61)
+                if (held[k].p[j] != (unsigned char)id)
+                    return (void *)1; /* someone else wrote our block */
+            if (mempool_release(tpools[held[k].pool], held[k].p) != 0)
+                return (void *)2;
+            held[k].p = NULL;
+        } else {
+            held[k].pool = (int)(rand_r(&seed) % NPOOLS);
+            held[k].n = 1 + rand_r(&seed) % 20000;
+            held[k].p = mempool_acquire(tpools[held[k].pool], held[k].n);
+            if (held[k].p == NULL)
+                return (void *)3;
+            memset(held[k].p, (int)id, held[k].n);
+        }
+    }
+    for (int k = 0; k < 16; k++)
+        if (held[k].p && mempool_release(tpools[held[k].pool], held[k].p) != 0)
+            return (void *)2;
+    return NULL;
+}
+
+START_TEST(threads_across_pools)
+{
+    start();
+    tpools[0] = make(0, 0, 0, 0, 0, 0);
+    tpools[1] = make(8, 0, 0, 64, MEMPOOL_CLASSES_POW2, MEMPOOL_ZERO_ON_RELEASE);
+    tpools[2] = make(0, 0, 64 << 10, 0, MEMPOOL_CLASSES_EXACT, 0);
+    tpools[3] = mempool_default(MEMPOOL_KIND_HOST);
+    pthread_t t[NTHREADS];
+    for (uintptr_t i = 0; i < NTHREADS; i++)
+        pthread_create(&t[i], NULL, worker, (void *)(i + 1));
+    for (int i = 0; i < NTHREADS; i++) {
+        void *r;
+        pthread_join(t[i], &r);
+        ck_assert_ptr_null(r);
+    }
+    for (int i = 0; i < 3; i++) {
+        mempool_stats_t s = stats_of(tpools[i]);
+        ck_assert_uint_eq(s.acquired, s.released);
+        ck_assert_uint_eq(s.bytes_in_use, 0);
+        ck_assert_uint_eq(s.hits + s.misses + s.unpooled, s.acquired);
+        ck_assert_uint_eq(s.release_errors, 0);
+        ck_assert_int_eq(mempool_destroy(tpools[i]), 0);
+    }
+}
+END_TEST
+
+START_TEST(too_many_pools)
+{
+    start();
+    mempool_t *p[64];
+    mempool_config_t c;
+    mempool_config_init(&c, MEMPOOL_KIND_HOST);
+    for (int i = 0; i < 64; i++)
+        ck_assert_int_eq(mempool_create(&c, &p[i]), 0);
+    mempool_t *extra = NULL;
+    ck_assert_int_eq(mempool_create(&c, &extra), -EINVAL);
+    ck_assert_int_eq(mempool_destroy(p[10]), 0);
+    ck_assert_int_eq(mempool_create(&c, &extra), 0); /* a slot was freed */
+}
+END_TEST
+
+static Suite *api_suite(void)
+{
+    Suite *s = suite_create("api");
+    TCase *tc = tcase_create("api");
+    tcase_set_timeout(tc, 60);
+    tcase_add_loop_test(tc, config_errors, 0, (int)(sizeof(config_table) / sizeof(config_table[0])));
+    tcase_add_test(tc, null_arguments);
+    tcase_add_test(tc, strerror_names_every_code);
+    tcase_add_test(tc, release_then_acquire_is_a_hit);
+    tcase_add_test(tc, double_and_foreign_release_are_refused);
+    tcase_add_loop_test(tc, alignment_of_every_block, 0, (int)(sizeof(align_table) / sizeof(align_table[0])));
+    tcase_add_test(tc, zero_on_release);
+    tcase_add_test(tc, exact_matching);
+    tcase_add_test(tc, pow2_classes_share_more);
+    tcase_add_test(tc, limits);
+    tcase_add_test(tc, clear_and_trim);
+    tcase_add_test(tc, default_host_pool_is_the_malloc_pool);
+    tcase_add_test(tc, no_cuda_means_enodev);
+    tcase_add_test(tc, write_stats_json_and_text);
+    tcase_add_test(tc, numa_placement);
+    tcase_add_test(tc, pressure_poll_clears_pools_over_threshold);
+    tcase_add_test(tc, pressure_monitor_thread_trims);
+    tcase_add_test(tc, default_pools_follow_the_option);
+    tcase_add_test(tc, too_many_pools);
+    suite_add_tcase(s, tc);
+    TCase *th = tcase_create("threads");
+    tcase_set_timeout(th, 120);
+    tcase_add_test(th, threads_across_pools);
+    suite_add_tcase(s, th);
+    return s;
+}
+
+MP_CHECK_MAIN(api_suite)
