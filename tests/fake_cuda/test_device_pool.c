@@ -346,6 +346,22 @@ static void *fake_fn(const char *name)
 
 /* Small blocks share 2 MiB segments: one cuMemAlloc for many requests;
  * queries still answer with the program's block. */
+/* cudaMalloc guarantees 256-byte alignment: packed blocks of classes that
+ * are not multiples of 256 (640, 896, 1280 ...) keep it too. */
+START_TEST(packed_blocks_are_256_aligned)
+{
+    setenv("MEMPOOL_DEVICE_PACK_MAX_SIZE", "256K", 1);
+    start();
+    for (size_t size = 513; size <= 8192; size += 127)
+        for (int i = 0; i < 5; i++) {
+            CUdeviceptr p = 0;
+            ck_assert_int_eq(mp_device_alloc(&p, size), CUDA_SUCCESS);
+            if (p % 256 != 0)
+                ck_abort_msg("%zu-byte block %d at %#llx", size, i, (unsigned long long)p);
+        }
+}
+END_TEST
+
 START_TEST(small_blocks_share_a_segment)
 {
     setenv("MEMPOOL_DEVICE_PACK_MAX_SIZE", "256K", 1);
@@ -618,6 +634,7 @@ static Suite *device_suite(void)
     tcase_add_test(tc, cache_limit_as_percentage);
     tcase_add_test(tc, pinned_reuse_waits_for_copies);
     tcase_add_test(tc, small_blocks_share_a_segment);
+    tcase_add_test(tc, packed_blocks_are_256_aligned);
     tcase_add_test(tc, segment_size_and_pack_limit);
     tcase_add_test(tc, ipc_exports_whole_blocks_only);
     tcase_add_test(tc, stream_capture_passes_through);
