@@ -382,14 +382,23 @@ static int release_error(mempool_t *pool, const void *p, bool twice)
     return -EINVAL;
 }
 
+static int release_block(mempool_t *pool, void *ptr, mempool_stream_t stream, bool async);
+
+/* After the block is cached: a monitor that parked meanwhile sees it. */
 static int release(mempool_t *pool, void *ptr, mempool_stream_t stream, bool async)
+{
+    int r = release_block(pool, ptr, stream, async);
+    if (r == 0 && ptr && (pool->threshold > 0 || (pool->is_default && mp_opt(MP_OPT_PRESSURE_THRESHOLD))))
+        mp_pressure_kick();
+    return r;
+}
+
+static int release_block(mempool_t *pool, void *ptr, mempool_stream_t stream, bool async)
 {
     if (!valid(pool) || (async && pool->kind == MEMPOOL_KIND_HOST))
         return -EINVAL;
     if (ptr == NULL)
         return 0;
-    if (pool->threshold > 0 || (pool->is_default && mp_opt(MP_OPT_PRESSURE_THRESHOLD)))
-        mp_pressure_kick();
     if (pool->kind == MEMPOOL_KIND_HOST) {
         if (pool->host) {
             bool twice = false;

@@ -29,6 +29,8 @@
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
 static _Atomic bool started, parked;
+static _Atomic unsigned kicks; /* bumped by every kick: a kick between the
+                                * idle check and the wait is not lost */
 static _Atomic(mp_mem_reader_fn) reader_override;
 
 /* Read a small file into buf (no stdio: no allocation). */
@@ -127,9 +129,13 @@ static void *monitor(void *arg)
     unsigned backoff = 1;
     pthread_mutex_lock(&lock);
     for (;;) {
-        while (mp_pools_pressure_idle()) {
+        for (;;) {
+            unsigned seen = atomic_load(&kicks);
+            if (!mp_pools_pressure_idle())
+                break;
             atomic_store(&parked, true);
-            pthread_cond_wait(&wake, &lock);
+            while (atomic_load(&kicks) == seen)
+                pthread_cond_wait(&wake, &lock);
             atomic_store(&parked, false);
         }
         pthread_mutex_unlock(&lock);
@@ -155,8 +161,9 @@ static void *monitor(void *arg)
 
 void mp_pressure_kick(void)
 {
+    atomic_fetch_add(&kicks, 1);
     if (atomic_load_explicit(&started, memory_order_acquire)) {
-        if (atomic_load_explicit(&parked, memory_order_relaxed)) {
+        if (atomic_load(&parked)) {
             pthread_mutex_lock(&lock);
             pthread_cond_signal(&wake);
             pthread_mutex_unlock(&lock);
