@@ -504,10 +504,17 @@ END_TEST
 
 /* ---- memory pressure ------------------------------------------------------------------- */
 
+/* The polling tests must not race the monitor thread (a pool with a
+ * threshold starts it): their reading answers only the test's own thread,
+ * the monitor gets "no reading" and trims nothing. */
 static _Atomic uint64_t fake_avail = 900, fake_total = 1000;
+static _Atomic bool monitor_reads;
+static pthread_t test_thread;
 static bool fake_reader(int kind, uint64_t *avail, uint64_t *total)
 {
     (void)kind;
+    if (!monitor_reads && !pthread_equal(pthread_self(), test_thread))
+        return false;
     *avail = fake_avail;
     *total = fake_total;
     return true;
@@ -516,6 +523,7 @@ static bool fake_reader(int kind, uint64_t *avail, uint64_t *total)
 START_TEST(pressure_poll_clears_pools_over_threshold)
 {
     start();
+    test_thread = pthread_self();
     mp_pressure_set_reader(fake_reader);
     mempool_config_t c;
     mempool_config_init(&c, MEMPOOL_KIND_HOST);
@@ -543,6 +551,7 @@ START_TEST(pressure_monitor_thread_trims)
 {
     setenv("MEMPOOL_PRESSURE_INTERVAL", "10", 1);
     start();
+    monitor_reads = true;
     mp_pressure_set_reader(fake_reader);
     fake_avail = 50; /* 95% in use */
     mempool_config_t c;
@@ -564,6 +573,7 @@ START_TEST(default_pools_follow_the_option)
 {
     setenv("MEMPOOL_PRESSURE_THRESHOLD", "80", 1);
     start();
+    test_thread = pthread_self();
     mp_pressure_set_reader(fake_reader);
     mempool_t *d = mempool_default(MEMPOOL_KIND_HOST);
     void *a = mempool_acquire(d, 3000);

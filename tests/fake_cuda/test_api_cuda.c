@@ -5,6 +5,7 @@
 #include <cuda.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -325,10 +326,13 @@ START_TEST(default_device_pool_without_context)
 }
 END_TEST
 
+/* Answers only the test's thread: the monitor thread (started by the
+ * pool's threshold) gets no reading, so it cannot trim before the poll. */
 static _Atomic uint64_t dev_free = 100, dev_total = 1000;
+static pthread_t test_thread;
 static bool device_reader(int kind, uint64_t *avail, uint64_t *total)
 {
-    if (kind != MEMPOOL_KIND_DEVICE)
+    if (kind != MEMPOOL_KIND_DEVICE || !pthread_equal(pthread_self(), test_thread))
         return false;
     *avail = dev_free;
     *total = dev_total;
@@ -338,6 +342,7 @@ static bool device_reader(int kind, uint64_t *avail, uint64_t *total)
 START_TEST(device_pressure)
 {
     start();
+    test_thread = pthread_self();
     mp_pressure_set_reader(device_reader);
     mempool_config_t c;
     mempool_config_init(&c, MEMPOOL_KIND_DEVICE);
