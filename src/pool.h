@@ -8,6 +8,7 @@
 
 #include "device_pool.h"
 #include "internal.h"
+#include "mempool.h"
 
 /* ---- pool_host.c: a host pool with its own cache, limits and counters --- */
 #define MP_HPOOL_EXACT 3 /* scheme: reuse a block only for the same size */
@@ -26,11 +27,7 @@ typedef struct mp_hpool_cfg {
 int mp_hpool_create(const mp_hpool_cfg_t *cfg, mp_hpool_t **out);
 /* 0, or -EBUSY while blocks are acquired. */
 int mp_hpool_destroy(mp_hpool_t *hp);
-/* NULL when jemalloc has no memory (after freeing the cache and retrying). */
-void *mp_hpool_alloc(mp_hpool_t *hp, size_t size);
-/* 0, -EINVAL (not a live block: *twice says if it is cached, i.e. was
- * released already). */
-int mp_hpool_free(mp_hpool_t *hp, void *p, bool *twice);
+/* Acquire and release: inline in pool_host.h. */
 size_t mp_hpool_trim(mp_hpool_t *hp, size_t target);
 /* 1 if p is a block (live or cached) of this pool. */
 int mp_hpool_holds(mp_hpool_t *hp, const void *p);
@@ -54,6 +51,8 @@ bool mp_pools_pressure_idle(void);
 void mp_pressure_fork_child(void);
 
 /* ---- pool_api.c ------------------------------------------------------------ */
+/* Count and report a refused release (one mempool: line); -EINVAL. */
+int mp_api_release_error(mempool_t *pool, const void *p, bool twice);
 /* Write every pool (NO_STATS ones left out) as the stats file's "pools"
  * array members, through the writer's callback. */
 typedef void (*mp_emit_fn)(void *ctx, const char *s, size_t len);

@@ -16,7 +16,7 @@
 #include "host_inline.h"
 #include "jemalloc_private.h"
 #include "mempool.h"
-#include "pool.h"
+#include "pool_host.h"
 #include "stats.h"
 
 #define MP_PUBLIC __attribute__((visibility("default")))
@@ -32,6 +32,7 @@ struct mempool {
     double threshold;
     char name[64];
     mp_hpool_t *host;  /* custom host pool */
+    mp_hpool_t *quiet; /* = host when no monitor watches it: the inline release path */
     int didx;          /* custom device/pinned pool (device_pool.c index) */
     mp_cu_context ctx; /* its device's primary context (retained) */
     _Atomic uint64_t release_errors, pressure_events;
@@ -41,9 +42,9 @@ static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
 static mempool_t *registry[API_POOLS];
 static unsigned created; /* pools ever created: default names */
 static mempool_t defaults[3] = {
-    {API_MAGIC, true, MEMPOOL_KIND_HOST, 0, -1, -1, 0, "host-default", NULL, -1, NULL, 0, 0},
-    {API_MAGIC, true, MEMPOOL_KIND_PINNED, 0, 0, -1, 0, "pinned-default", NULL, -1, NULL, 0, 0},
-    {API_MAGIC, true, MEMPOOL_KIND_DEVICE, 0, 0, -1, 0, "device-default", NULL, -1, NULL, 0, 0},
+    {API_MAGIC, true, MEMPOOL_KIND_HOST, 0, -1, -1, 0, "host-default", NULL, NULL, -1, NULL, 0, 0},
+    {API_MAGIC, true, MEMPOOL_KIND_PINNED, 0, 0, -1, 0, "pinned-default", NULL, NULL, -1, NULL, 0, 0},
+    {API_MAGIC, true, MEMPOOL_KIND_DEVICE, 0, 0, -1, 0, "device-default", NULL, NULL, -1, NULL, 0, 0},
 };
 
 static const char *kind_name(mempool_kind_t k)
@@ -232,6 +233,7 @@ MP_PUBLIC int mempool_create(const mempool_config_t *cfg, mempool_t **out)
             .zero = (c.flags & MEMPOOL_ZERO_ON_RELEASE) != 0,
         };
         err = mp_hpool_create(&h, &p->host);
+        p->quiet = p->threshold > 0 ? NULL : p->host;
     } else {
         err = open_cuda_pool(p, &c);
     }
@@ -304,7 +306,7 @@ MP_PUBLIC mempool_t *mempool_default(mempool_kind_t kind)
 
 /* ---- acquire / release ------------------------------------------------------ */
 
-static void *acquire(mempool_t *pool, size_t size, mempool_stream_t stream, bool async)
+static MP_NOINLINE void *acquire(mempool_t *pool, size_t size, mempool_stream_t stream, bool async)
 {
     if (!valid(pool) || (async && pool->kind == MEMPOOL_KIND_HOST)) {
         errno = EINVAL;
@@ -312,7 +314,7 @@ static void *acquire(mempool_t *pool, size_t size, mempool_stream_t stream, bool
     }
     void *p = NULL;
     if (pool->kind == MEMPOOL_KIND_HOST) {
-        p = pool->host ? mp_hpool_alloc(pool->host, size) : mp_malloc(size ? size : 1);
+        p = pool->host ? mp_hpool_acquire(pool->host, size) : mp_malloc(size ? size : 1);
         if (p == NULL)
             errno = ENOMEM;
         return p;
@@ -334,7 +336,14 @@ static void *acquire(mempool_t *pool, size_t size, mempool_stream_t stream, bool
     return (void *)(uintptr_t)d;
 }
 
-MP_PUBLIC void *mempool_acquire(mempool_t *pool, size_t size) { return acquire(pool, size, NULL, false); }
+MP_PUBLIC void *mempool_acquire(mempool_t *pool, size_t size)
+{
+    if (mp_likely(valid(pool) && pool->host != NULL)) /* a custom host pool: the hit path */
+        return mp_hpool_acquire(pool->host, size);
+    if (pool == &defaults[MEMPOOL_KIND_HOST]) /* the malloc pools: their hit path */
+        return mp_malloc(size ? size : 1); /* sets errno like malloc */
+    return acquire(pool, size, NULL, false);
+}
 
 MP_PUBLIC void *mempool_acquire_async(mempool_t *pool, size_t size, mempool_stream_t stream)
 {
@@ -366,7 +375,7 @@ static const char *owner_name(const mempool_t *self, const void *p, char *buf, s
     return found;
 }
 
-static int release_error(mempool_t *pool, const void *p, bool twice)
+int mp_api_release_error(mempool_t *pool, const void *p, bool twice)
 {
     atomic_fetch_add_explicit(&pool->release_errors, 1, memory_order_relaxed);
     char buf[64];
@@ -385,7 +394,7 @@ static int release_error(mempool_t *pool, const void *p, bool twice)
 static int release_block(mempool_t *pool, void *ptr, mempool_stream_t stream, bool async);
 
 /* After the block is cached: a monitor that parked meanwhile sees it. */
-static int release(mempool_t *pool, void *ptr, mempool_stream_t stream, bool async)
+static MP_NOINLINE int release(mempool_t *pool, void *ptr, mempool_stream_t stream, bool async)
 {
     int r = release_block(pool, ptr, stream, async);
     if (r == 0 && ptr && (pool->threshold > 0 || (pool->is_default && mp_opt(MP_OPT_PRESSURE_THRESHOLD))))
@@ -400,15 +409,12 @@ static int release_block(mempool_t *pool, void *ptr, mempool_stream_t stream, bo
     if (ptr == NULL)
         return 0;
     if (pool->kind == MEMPOOL_KIND_HOST) {
-        if (pool->host) {
-            bool twice = false;
-            int r = mp_hpool_free(pool->host, ptr, &twice);
-            return r == 0 ? 0 : release_error(pool, ptr, twice);
-        }
+        if (pool->host)
+            return mp_hpool_release(pool->host, ptr, pool);
         unsigned cls;
         int k = mp_ptr_kind(ptr, &cls);
         if (k != MP_PTR_CLASS && k != MP_PTR_BYPASS)
-            return release_error(pool, ptr, false);
+            return mp_api_release_error(pool, ptr, false);
         mp_free(ptr);
         return 0;
     }
@@ -427,10 +433,21 @@ static int release_block(mempool_t *pool, void *ptr, mempool_stream_t stream, bo
     }
     int r = idx < 0 ? -1 : mp_dpool_free(idx, d, (mp_cu_stream)(void *)stream, async);
     leave(pushed);
-    return r == 0 ? 0 : release_error(pool, ptr, false);
+    return r == 0 ? 0 : mp_api_release_error(pool, ptr, false);
 }
 
-MP_PUBLIC int mempool_release(mempool_t *pool, void *ptr) { return release(pool, ptr, NULL, false); }
+MP_PUBLIC int mempool_release(mempool_t *pool, void *ptr)
+{
+    /* A custom host pool without a monitor to wake: the hit path. */
+    if (mp_likely(valid(pool) && pool->quiet != NULL && ptr != NULL))
+        return mp_hpool_release(pool->quiet, ptr, pool);
+    if (pool == &defaults[MEMPOOL_KIND_HOST] && mp_opt(MP_OPT_PRESSURE_THRESHOLD) == 0
+        && mp_ptr_kind(ptr, &(unsigned){0}) <= MP_PTR_BYPASS) {
+        mp_free(ptr); /* a block of the malloc pools, no monitor to wake */
+        return 0;
+    }
+    return release(pool, ptr, NULL, false);
+}
 
 MP_PUBLIC int mempool_release_async(mempool_t *pool, void *ptr, mempool_stream_t stream)
 {

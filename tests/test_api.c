@@ -559,7 +559,9 @@ START_TEST(pressure_monitor_thread_trims)
     c.pressure_threshold = 0.5;
     mempool_t *p = NULL;
     ck_assert_int_eq(mempool_create(&c, &p), 0);
-    void *a = mempool_acquire(p, 100000);
+    /* 1 MiB: above what a thread cache keeps, so it waits in the shared
+     * stack, where a trim from another thread frees it at once. */
+    void *a = mempool_acquire(p, 1 << 20);
     mempool_release(p, a); /* wakes the parked monitor */
     for (int i = 0; i < 500 && stats_of(p).pressure_events == 0; i++)
         usleep(10000);
@@ -656,6 +658,219 @@ START_TEST(threads_across_pools)
 }
 END_TEST
 
+/* ---- thread caches ------------------------------------------------------------------- */
+
+static mempool_t *tc_pool;
+static void *tc_ptr;
+
+static void *release_from_thread(void *arg)
+{
+    (void)arg;
+    return (void *)(intptr_t)mempool_release(tc_pool, tc_ptr);
+}
+
+/* The block sits in the main thread's cache; a release from another thread
+ * is still refused (the entry's state is shared, not per thread). */
+START_TEST(cross_thread_double_release_is_refused)
+{
+    start();
+    tc_pool = make(0, 0, 0, 0, 0, 0);
+    tc_ptr = mempool_acquire(tc_pool, 256);
+    ck_assert_int_eq(mempool_release(tc_pool, tc_ptr), 0);
+    pthread_t t;
+    void *r;
+    pthread_create(&t, NULL, release_from_thread, NULL);
+    pthread_join(t, &r);
+    ck_assert_int_eq((int)(intptr_t)r, -EINVAL);
+    ck_assert_ptr_eq(mempool_acquire(tc_pool, 256), tc_ptr); /* handed out once ... */
+    void *other = mempool_acquire(tc_pool, 256);
+    ck_assert_ptr_ne(other, tc_ptr); /* ... not twice */
+    /* A live block released by another thread is fine. */
+    pthread_create(&t, NULL, release_from_thread, NULL);
+    pthread_join(t, &r);
+    ck_assert_int_eq((int)(intptr_t)r, 0);
+    ck_assert_int_eq(mempool_release(tc_pool, other), 0);
+    mempool_stats_t s = stats_of(tc_pool);
+    ck_assert_uint_eq(s.release_errors, 1);
+    ck_assert_uint_eq(s.acquired, 3);
+    ck_assert_uint_eq(s.released, 3);
+    ck_assert_uint_eq(s.bytes_in_use, 0);
+    ck_assert_uint_eq(s.pool_size, 2);
+    ck_assert_int_eq(mempool_destroy(tc_pool), 0);
+}
+END_TEST
+
+static void *cache_ten_and_exit(void *arg)
+{
+    (void)arg;
+    void *b[10];
+    for (int i = 0; i < 10; i++)
+        b[i] = mempool_acquire(tc_pool, 4096);
+    for (int i = 0; i < 10; i++)
+        mempool_release(tc_pool, b[i]);
+    return NULL;
+}
+
+/* A thread's cache goes back to the pool when the thread exits. */
+START_TEST(thread_exit_returns_its_cache)
+{
+    start();
+    tc_pool = make(0, 0, 0, 0, 0, 0);
+    pthread_t t;
+    pthread_create(&t, NULL, cache_ten_and_exit, NULL);
+    pthread_join(t, NULL);
+    mempool_stats_t s = stats_of(tc_pool);
+    ck_assert_uint_eq(s.pool_size, 10);
+    ck_assert_uint_eq(s.bytes_cached, 10 * 4096);
+    ck_assert_uint_eq(s.acquired, 10);
+    ck_assert_uint_eq(s.released, 10);
+    ck_assert_uint_eq(s.peak_bytes_in_use, 10 * 4096);
+    ck_assert_int_eq(mempool_clear(tc_pool), 10 * 4096);
+    ck_assert_uint_eq(stats_of(tc_pool).bytes_cached, 0);
+    ck_assert_int_eq(mempool_destroy(tc_pool), 0);
+}
+END_TEST
+
+static void *clear_from_thread(void *arg)
+{
+    (void)arg;
+    return (void *)(intptr_t)mempool_clear(tc_pool);
+}
+
+/* A clear from another thread cannot reach into this thread's cache; this
+ * thread flushes it (and the pool trims again) at its next call. */
+START_TEST(clear_reaches_other_caches_at_their_next_call)
+{
+    start();
+    tc_pool = make(0, 0, 0, 0, 0, 0);
+    void *b[4];
+    for (int i = 0; i < 4; i++)
+        b[i] = mempool_acquire(tc_pool, 1024);
+    for (int i = 0; i < 4; i++)
+        mempool_release(tc_pool, b[i]);
+    pthread_t t;
+    void *r;
+    pthread_create(&t, NULL, clear_from_thread, NULL);
+    pthread_join(t, &r);
+    ck_assert_int_eq((int)(intptr_t)r, 0); /* all four were in this thread's cache */
+    ck_assert_uint_eq(stats_of(tc_pool).bytes_cached, 4 * 1024);
+    void *x = mempool_acquire(tc_pool, 1024); /* flushes, trims: then a miss */
+    ck_assert_ptr_nonnull(x);
+    mempool_stats_t s = stats_of(tc_pool);
+    ck_assert_uint_eq(s.bytes_cached, 0);
+    ck_assert_uint_eq(s.misses, 5);
+    ck_assert_uint_eq(s.trims, 4);
+    mempool_release(tc_pool, x);
+}
+END_TEST
+
+static pthread_barrier_t tc_barrier;
+static void *cache_then_wait(void *arg)
+{
+    (void)arg;
+    mempool_release(tc_pool, mempool_acquire(tc_pool, 512));
+    pthread_barrier_wait(&tc_barrier); /* cached in this thread */
+    pthread_barrier_wait(&tc_barrier); /* the pool is destroyed and replaced meanwhile */
+    mempool_release(tc_pool, mempool_acquire(tc_pool, 512)); /* the new pool */
+    return NULL;
+}
+
+/* A pool destroyed while a live thread still has a cache of it: the
+ * thread's next pool in the same slot and its exit see a fresh cache. */
+START_TEST(destroy_while_another_thread_has_a_cache)
+{
+    start();
+    tc_pool = make(0, 0, 0, 0, 0, 0);
+    pthread_barrier_init(&tc_barrier, NULL, 2);
+    pthread_t t;
+    pthread_create(&t, NULL, cache_then_wait, NULL);
+    pthread_barrier_wait(&tc_barrier);
+    ck_assert_uint_eq(stats_of(tc_pool).bytes_cached, 512);
+    ck_assert_int_eq(mempool_destroy(tc_pool), 0); /* frees the other thread's cache too */
+    tc_pool = make(0, 0, 0, 0, 0, 0);
+    pthread_barrier_wait(&tc_barrier);
+    pthread_join(t, NULL);
+    mempool_stats_t s = stats_of(tc_pool);
+    ck_assert_uint_eq(s.acquired, 1);
+    ck_assert_uint_eq(s.misses, 1);
+    ck_assert_uint_eq(s.bytes_cached, 512);
+    ck_assert_int_eq(mempool_destroy(tc_pool), 0);
+    pthread_barrier_destroy(&tc_barrier);
+}
+END_TEST
+
+/* Blocks acquired by one thread and released by another, through a shared
+ * ring (the producer/consumer pattern of staging buffers). */
+#define RING 64
+static struct {
+    pthread_mutex_t lock;
+    unsigned char *p[RING];
+    size_t n[RING];
+    unsigned char tag[RING];
+    int count;
+} ring = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static void *swapper(void *arg)
+{
+    unsigned id = (unsigned)(uintptr_t)arg, seed = id * 104729u;
+    for (int i = 0; i < OPS; i++) {
+        unsigned char *q = NULL, tag = 0;
+        size_t n = 0;
+        pthread_mutex_lock(&ring.lock);
+        if (ring.count && rand_r(&seed) % 2) {
+            ring.count--;
+            q = ring.p[ring.count], n = ring.n[ring.count], tag = ring.tag[ring.count];
+        }
+        pthread_mutex_unlock(&ring.lock);
+        if (q) {
+            for (size_t j = 0; j < n; j += 37)
+                if (q[j] != tag)
+                    return (void *)1;
+            if (mempool_release(tc_pool, q) != 0)
+                return (void *)2;
+            continue;
+        }
+        n = 1 + rand_r(&seed) % 9000;
+        q = mempool_acquire(tc_pool, n);
+        if (q == NULL)
+            return (void *)3;
+        memset(q, (int)(id + (unsigned)i), n);
+        pthread_mutex_lock(&ring.lock);
+        bool room = ring.count < RING;
+        if (room) {
+            ring.p[ring.count] = q, ring.n[ring.count] = n, ring.tag[ring.count] = (unsigned char)(id + (unsigned)i);
+            ring.count++;
+        }
+        pthread_mutex_unlock(&ring.lock);
+        if (!room && mempool_release(tc_pool, q) != 0)
+            return (void *)2;
+    }
+    return NULL;
+}
+
+START_TEST(blocks_released_by_other_threads)
+{
+    start();
+    tc_pool = make(0, 0, 0, 0, 0, 0);
+    pthread_t t[4];
+    for (uintptr_t i = 0; i < 4; i++)
+        pthread_create(&t[i], NULL, swapper, (void *)(i + 1));
+    for (int i = 0; i < 4; i++) {
+        void *r;
+        pthread_join(t[i], &r);
+        ck_assert_ptr_null(r);
+    }
+    while (ring.count)
+        ck_assert_int_eq(mempool_release(tc_pool, ring.p[--ring.count]), 0);
+    mempool_stats_t s = stats_of(tc_pool);
+    ck_assert_uint_eq(s.acquired, s.released);
+    ck_assert_uint_eq(s.bytes_in_use, 0);
+    ck_assert_uint_eq(s.release_errors, 0);
+    ck_assert_uint_gt(s.hits, 0);
+    ck_assert_int_eq(mempool_destroy(tc_pool), 0);
+}
+END_TEST
+
 START_TEST(too_many_pools)
 {
     start();
@@ -696,9 +911,14 @@ static Suite *api_suite(void)
     tcase_add_test(tc, default_pools_follow_the_option);
     tcase_add_test(tc, too_many_pools);
     suite_add_tcase(s, tc);
-    TCase *th = tcase_create("threads");
+    TCase *th = tcase_create("threads"); /* also under ASan+UBSan and TSan */
     tcase_set_timeout(th, 120);
     tcase_add_test(th, threads_across_pools);
+    tcase_add_test(th, blocks_released_by_other_threads);
+    tcase_add_test(th, cross_thread_double_release_is_refused);
+    tcase_add_test(th, thread_exit_returns_its_cache);
+    tcase_add_test(th, clear_reaches_other_caches_at_their_next_call);
+    tcase_add_test(th, destroy_while_another_thread_has_a_cache);
     suite_add_tcase(s, th);
     return s;
 }
