@@ -221,9 +221,12 @@ int mempool_release_async(mempool_t *pool, void *ptr, mempool_stream_t stream);
 /*
  * mempool_clear - free every cached block of the pool (seeds: clear()).
  * Device and pinned blocks are freed with cuMemFree/cuMemFreeHost, which
- * wait for the device.  Default host pool: the shared pools and the calling
- * thread's cache (other threads' caches are bounded and left alone).
- * Returns the bytes freed (>= 0), or -EINVAL.
+ * wait for the device.  Host pools: the shared stacks and the calling
+ * thread's cache now; another thread's cache (at most 15 blocks and
+ * 256 KiB per size class for a custom pool) is flushed at that thread's
+ * next call on the pool, or when it exits, and the pool then trims to the
+ * same target again.  Blocks over 256 KiB are never thread-cached.
+ * Returns the bytes freed now (>= 0), or -EINVAL.
  */
 long long mempool_clear(mempool_t *pool);
 
