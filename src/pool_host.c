@@ -562,20 +562,8 @@ void *mp_hpool_alloc_slow(mp_hpool_t *hp, size_t size)
         return alloc_slow(hp, tc_attach(hp), size);
     size_t bs = 0;
     unsigned cls = hp->classed ? MP_CLASS_NONE : class_peek(hp, size, &bs);
-    if (cls != MP_CLASS_NONE && tc->bin[cls].n != 0) {
-        tbin_t *b = &tc->bin[cls];
-        uint32_t n = --b->n;
-        uintptr_t p = b->v[n].p;
-        atomic_store_explicit(&b->v[n].e->w, p | W_LIVE, memory_order_release);
-        if (hp->limited)
-            mp_hpool_lim_drop(hp, bs);
-        MP_BUMP(tc->hits[cls], 1);
-        MP_BUMP(tc->c.req_bytes, size);
-        MP_BUMP(tc->c.in_use, (int64_t)bs);
-        if (MP_LOAD(tc->c.in_use) > tc->high)
-            return mp_hpool_peak(hp, tc, (void *)p);
-        return (void *)p;
-    }
+    if (cls != MP_CLASS_NONE && tc->bin[cls].n != 0)
+        return mp_hpool_tc_pop(hp, tc, cls, size);
     return alloc_slow(hp, tc, size);
 }
 

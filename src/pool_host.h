@@ -158,6 +158,26 @@ static inline mp_htc_t *mp_hpool_tc(mp_hpool_t *hp)
     return NULL;
 }
 
+/* A hit from the thread cache's non-empty bin of class cls. */
+__attribute__((always_inline)) static inline void *mp_hpool_tc_pop(mp_hpool_t *hp, mp_htc_t *tc, unsigned cls,
+                                                                  size_t size)
+{
+    tbin_t *b = &tc->bin[cls];
+    uint32_t n = --b->n;
+    uintptr_t p = b->v[n].p;
+    size_t bs = hp->bsize[cls];
+    /* Only this thread moves a thread-cached entry: a store does. */
+    atomic_store_explicit(&b->v[n].e->w, p | W_LIVE, memory_order_release);
+    if (mp_unlikely(hp->limited))
+        mp_hpool_lim_drop(hp, bs);
+    MP_BUMP(tc->hits[cls], 1);
+    MP_BUMP(tc->c.req_bytes, size);
+    MP_BUMP(tc->c.in_use, (int64_t)bs);
+    if (mp_unlikely(MP_LOAD(tc->c.in_use) > tc->high))
+        return mp_hpool_peak(hp, tc, (void *)p);
+    return (void *)p;
+}
+
 /* Acquire: a block of the size's class from the thread cache, else the
  * slow path (shared stack, jemalloc; exact-size pools). */
 __attribute__((always_inline)) static inline void *mp_hpool_acquire(mp_hpool_t *hp, size_t size)
@@ -165,22 +185,8 @@ __attribute__((always_inline)) static inline void *mp_hpool_acquire(mp_hpool_t *
     mp_htc_t *tc = mp_hpool_tc(hp);
     if (mp_likely(tc != NULL)) {
         unsigned cls = mp_size_class_of(&hp->sc, size);
-        if (mp_likely(cls != MP_CLASS_NONE && tc->bin[cls].n != 0)) {
-            tbin_t *b = &tc->bin[cls];
-            uint32_t n = --b->n;
-            uintptr_t p = b->v[n].p;
-            size_t bs = hp->bsize[cls];
-            /* Only this thread moves a thread-cached entry: a store does. */
-            atomic_store_explicit(&b->v[n].e->w, p | W_LIVE, memory_order_release);
-            if (mp_unlikely(hp->limited))
-                mp_hpool_lim_drop(hp, bs);
-            MP_BUMP(tc->hits[cls], 1);
-            MP_BUMP(tc->c.req_bytes, size);
-            MP_BUMP(tc->c.in_use, (int64_t)bs);
-            if (mp_unlikely(MP_LOAD(tc->c.in_use) > tc->high))
-                return mp_hpool_peak(hp, tc, (void *)p);
-            return (void *)p;
-        }
+        if (mp_likely(cls != MP_CLASS_NONE && tc->bin[cls].n != 0))
+            return mp_hpool_tc_pop(hp, tc, cls, size);
     }
     return mp_hpool_alloc_slow(hp, size);
 }
