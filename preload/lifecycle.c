@@ -6,6 +6,10 @@
  */
 #include "internal.h"
 
-__attribute__((constructor)) static void mp_preload_start(void) { mp_init(); }
+__attribute__((constructor)) static void mp_preload_start(void)
+{
+    mp_init();
+    mp_dump_start(); /* MEMPOOL_DUMP_SIGNAL / _INTERVAL: not from inside an allocation */
+}
 
 __attribute__((destructor)) static void mp_preload_exit(void) { mp_stats_write_exit(); }

@@ -22,5 +22,5 @@ MP_PUBLIC int mempool_stats_dump(const char *path)
     if (path != NULL && strlen(path) >= MP_PATH_MAX)
         return -EINVAL;
     char written[MP_PATH_MAX];
-    return mp_stats_write_now(path, written, sizeof(written)) ? 0 : -EIO;
+    return mp_stats_write_api(path, written, sizeof(written)) ? 0 : -EIO;
 }

@@ -38,7 +38,9 @@
 #include <time.h>
 
 #include "cuda_driver.h"
+#include "callsite.h"
 #include "device_pool.h"
+#include "timeline.h"
 
 #define LIVE_BUCKETS 65536
 #define SEG_BUCKETS 4096
@@ -120,6 +122,8 @@ static pthread_mutex_t slab_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 _Atomic int mp_captures;
 
+static _Atomic bool inited;
+
 static void init(void)
 {
     for (int d = 0; d < MP_NPOOLS; d++) {
@@ -131,6 +135,7 @@ static void init(void)
         pools[d].scheme = -1;
         pools[d].numa = -1;
     }
+    atomic_store_explicit(&inited, true, memory_order_release);
 }
 
 static uint64_t now_ns(void)
@@ -684,7 +689,9 @@ static mp_cu_result pool_alloc(dev_pool_t *pl, const dev_pool_t *reg, int idx, m
                   && stride * 2 <= seg_size;
     bool quiet = atomic_load_explicit(&mp_captures, memory_order_acquire) != 0;
     bool hit = false;
+    uint64_t wait_ns = 0;
     dblock_t *b = NULL;
+    mp_timeline_tick();
     pthread_mutex_lock(&pl->lock);
     pl->st.requests++;
     pl->st.req_bytes += size;
@@ -714,6 +721,7 @@ static mp_cu_result pool_alloc(dev_pool_t *pl, const dev_pool_t *reg, int idx, m
     if (b == NULL) {
         size_t want = packed ? seg_size : csize;
         mp_cu_ptr p = 0;
+        uint64_t t0 = now_ns();
         mp_cu_result r = raw_alloc(pl, &p, want);
         if (r == MP_CUDA_ERROR_OUT_OF_MEMORY) {
             pthread_mutex_lock(&pl->lock);
@@ -722,6 +730,7 @@ static mp_cu_result pool_alloc(dev_pool_t *pl, const dev_pool_t *reg, int idx, m
             pthread_mutex_unlock(&pl->lock);
             r = raw_alloc(pl, &p, want);
         }
+        wait_ns = now_ns() - t0;
         pthread_mutex_lock(&pl->lock);
         if (r != MP_CUDA_SUCCESS) {
             if (r == MP_CUDA_ERROR_OUT_OF_MEMORY)
@@ -777,6 +786,8 @@ static mp_cu_result pool_alloc(dev_pool_t *pl, const dev_pool_t *reg, int idx, m
     b->exported = false;
     live_add(b);
     *out = b->ptr;
+    if (!hit && mp_callsite_device_on()) /* a miss: where from, and how long it waited */
+        mp_callsite_record(pl->pinned ? MP_SITE_PINNED : MP_SITE_DEVICE, size, b->size, wait_ns);
     return MP_CUDA_SUCCESS;
 }
 
@@ -838,6 +849,7 @@ static uint64_t device_cache_limit(int dev)
  * reuse behind a fence, or freed when unpooled, exported or over a limit. */
 static void pool_put(dev_pool_t *pl, dblock_t *b, mp_cu_stream s, bool async)
 {
+    mp_timeline_tick();
     bool quiet = atomic_load_explicit(&mp_captures, memory_order_acquire) != 0;
     pthread_mutex_lock(&pl->lock);
     pl->st.releases++;
@@ -1190,6 +1202,20 @@ void mp_device_drop_context(mp_cu_context ctx)
 {
     if (ctx != NULL)
         drop(-1, ctx);
+}
+
+void mp_device_totals(int64_t out[4])
+{
+    memset(out, 0, 4 * sizeof(out[0]));
+    if (!atomic_load_explicit(&inited, memory_order_acquire))
+        return; /* no CUDA call yet */
+    for (int i = 0; i < MP_NPOOLS; i++) {
+        dev_pool_t *pl = &pools[i];
+        pthread_mutex_lock(&pl->lock);
+        out[pl->pinned ? 2 : 0] += pl->st.in_use;
+        out[pl->pinned ? 3 : 1] += pl->st.reserved;
+        pthread_mutex_unlock(&pl->lock);
+    }
 }
 
 void mp_device_fork_child(void)

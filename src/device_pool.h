@@ -80,6 +80,8 @@ void mp_device_stream_created(mp_cu_stream s, unsigned flags);
 void mp_device_stream_destroyed(mp_cu_stream s);
 /* In a forked child: the parent's device pointers are never reused. */
 void mp_device_fork_child(void);
+/* Bytes in use and reserved, device pools then pinned pools (the timeline). */
+void mp_device_totals(int64_t out[4]);
 /* Device of a context (current context if ctx is NULL); -1 if unknown. */
 int mp_device_of_context(mp_cu_context ctx);
 

@@ -21,9 +21,11 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "callsite.h"
 #include "host_inline.h"
 #include "jemalloc_private.h"
 #include "stats.h"
+#include "timeline.h"
 
 _Thread_local mp_tcache_t *mp_tls_tcache __attribute__((tls_model("initial-exec")));
 mp_class_stats_t mp_class_stats[MP_CLASS_MAX];
@@ -171,7 +173,11 @@ static void *bypass_alloc(size_t size, size_t align, bool zero)
         flags |= MALLOCX_ALIGN(align);
     if (zero)
         flags |= MALLOCX_ZERO;
+    bool sampled = counting && mp_callsite_sample_host(size);
+    uint64_t t0 = sampled ? mp_now_ns() : 0;
     void *p = je_mallocx(size ? size : 1, flags);
+    if (sampled && p != NULL)
+        mp_callsite_record(MP_SITE_HOST, size, size, mp_now_ns() - t0);
     if (mp_unlikely(p != NULL && !in_heap(p))) {
         /* jemalloc serves a thread whose own teardown already ran from
          * arena 0, ignoring ours: such a block would not be recognised as
@@ -457,9 +463,13 @@ static void *class_alloc(unsigned cls, size_t req, size_t align)
         count_alloc(tc, cls, req, true);
         return p;
     }
+    bool sampled = mp_callsite_sample_host(mp_sc.size[cls]);
+    uint64_t t0 = sampled ? mp_now_ns() : 0;
     p = class_miss(cls);
     if (p != NULL) {
         count_alloc(tc, cls, req, false);
+        if (sampled)
+            mp_callsite_record(MP_SITE_HOST, req, mp_sc.size[cls], mp_now_ns() - t0);
         return p;
     }
     return bypass_alloc(req, align, false);
@@ -472,6 +482,8 @@ MP_NOINLINE void *mp_host_malloc_slow(size_t size)
         if (mp_state != MP_STATE_READY || p != NULL)
             return p;
     }
+    if (mp_timeline_host)
+        mp_timeline_tick();
     unsigned cls = mp_size_class_of(&mp_sc, size);
     if (!pooling || cls == MP_CLASS_NONE)
         return bypass_alloc(size, 0, false);
@@ -513,6 +525,8 @@ void *mp_host_calloc_large(size_t size)
 
 MP_NOINLINE void mp_host_free_slow(void *p, unsigned cls)
 {
+    if (mp_timeline_host)
+        mp_timeline_tick();
     mp_tcache_t *tc = mp_tls_tcache;
     if (tc == NULL && pooling)
         tc = tcache_create();

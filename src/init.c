@@ -10,9 +10,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "callsite.h"
 #include "device_pool.h"
 #include "internal.h"
 #include "pool.h"
+#include "timeline.h"
 
 _Atomic int mp_state;
 _Thread_local int mp_tls_guard __attribute__((tls_model("initial-exec")));
@@ -48,6 +50,10 @@ static void fork_child(void)
     mp_device_fork_child();
     mp_pressure_fork_child();
     mp_stats_reset();
+    mp_callsite_reset();
+    mp_timeline_reset();
+    mp_stats_write_fork_child();
+    mp_dump_fork_child();
 }
 
 static _Atomic pid_t init_pid;
@@ -90,6 +96,8 @@ int mp_init(void)
     clock_gettime(CLOCK_MONOTONIC, &mp_start_mono);
     mp_libc_resolve();
     mp_options_load(env_lookup);
+    mp_callsite_init();
+    mp_timeline_init();
     mp_size_classes_init(&mp_sc, (int)mp_opt(MP_OPT_HOST_SIZE_CLASSES),
                          (size_t)mp_opt(MP_OPT_HOST_MAX_BLOCK_SIZE));
     bool ok = mp_heap_init((size_t)mp_opt(MP_OPT_HOST_RESERVE));

@@ -261,6 +261,24 @@ void mp_stats_write_exit(void);
 bool mp_stats_write_now(const char *path, char *out, size_t cap);
 /* Write the stats of this process as JSON or text to fd. */
 void mp_stats_write_fd(int fd, int format);
+/* ---- dump.c: stats written on a signal or at an interval --------------- */
+/* Start the dump thread if MEMPOOL_DUMP_SIGNAL or MEMPOOL_DUMP_INTERVAL asks
+ * (the preload's constructor: never from inside an allocation). */
+void mp_dump_start(void);
+void mp_dump_fork_child(void);
+/* The program installs a handler for the dump signal: it is kept as the
+ * handler ours chains to (ours stays in place).  1 if handled here, 0 if
+ * the call is for the real sigaction. */
+struct sigaction;
+int mp_dump_sigaction(int sig, const struct sigaction *act, struct sigaction *old);
+/* Why the stats are being written, for the file's "process" object. */
+enum { MP_DUMP_EXIT, MP_DUMP_SIGNAL, MP_DUMP_INTERVAL, MP_DUMP_API };
+/* Write the stats file as an interim dump (final: false). */
+bool mp_stats_write_dump(int reason);
+/* mempool_stats_dump: mp_stats_write_now, serialised with the dumps. */
+bool mp_stats_write_api(const char *path, char *out, size_t cap);
+void mp_stats_write_fork_child(void);
+
 /* Expand %p %h %e %% of a template into out; false if it does not fit. */
 bool mp_stats_expand_path(const char *tmpl, char *out, size_t cap);
 

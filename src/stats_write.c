@@ -5,7 +5,9 @@
  * libraries still call malloc.  The file is written to a temporary name
  * and renamed, so a reader never sees half a report.
  */
+#include <dlfcn.h>
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
@@ -13,12 +15,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "callsite.h"
 #include "cuda_hooks.h"
 #include "device_pool.h"
 #include "pool.h"
 #include "stats.h"
+#include "timeline.h"
 
-#define MP_STATS_SCHEMA_VERSION 1
+#define MP_STATS_SCHEMA_VERSION 2
 
 typedef struct out {
     int fd;
@@ -26,6 +30,13 @@ typedef struct out {
     size_t n;
     char buf[4096];
 } out_t;
+
+/* Writes are serialised (a dump thread, the exit, mempool_stats_dump): the
+ * exit report, written last, says final and how many dumps came before. */
+static pthread_mutex_t write_lock = PTHREAD_MUTEX_INITIALIZER;
+static int cur_reason = MP_DUMP_EXIT;
+static uint64_t dump_seq;
+static bool exiting;
 
 static void out_flush(out_t *o)
 {
@@ -437,6 +448,122 @@ static void write_json_paths(out_t *o)
 /* The explicit API's pools (pool_api.c) write through this. */
 static void emit_out(void *ctx, const char *s, size_t len) { out_mem(ctx, s, len); }
 
+/* ---- call sites and timeline --------------------------------------------- */
+
+static void out_hex(out_t *o, uintptr_t v)
+{
+    char tmp[2 + 16];
+    int i = (int)sizeof(tmp);
+    do {
+        tmp[--i] = "0123456789abcdef"[v & 15];
+        v >>= 4;
+    } while (v);
+    tmp[--i] = 'x';
+    tmp[--i] = '0';
+    out_mem(o, tmp + i, sizeof(tmp) - (size_t)i);
+}
+
+/* One frame, named with dladdr (exported symbols; the report can ask
+ * addr2line for the rest with object and object_offset). */
+static void json_frame(out_t *o, void *pc)
+{
+    Dl_info di = {0};
+    bool found = dladdr(pc, &di) != 0;
+    out_str(o, "{\"addr\": \"");
+    out_hex(o, (uintptr_t)pc);
+    out_str(o, "\", \"function\": ");
+    out_json_str(o, found && di.dli_sname ? di.dli_sname : "");
+    out_str(o, ", \"offset\": ");
+    out_u64(o, found && di.dli_saddr ? (uintptr_t)pc - (uintptr_t)di.dli_saddr : 0);
+    out_str(o, ", \"object\": ");
+    out_json_str(o, found && di.dli_fname ? di.dli_fname : "");
+    out_str(o, ", \"object_offset\": ");
+    out_u64(o, found ? (uintptr_t)pc - (uintptr_t)di.dli_fbase : 0);
+    out_str(o, "}");
+}
+
+static void write_json_sites(out_t *o)
+{
+    static const char *const kinds[] = {"host", "device", "pinned"};
+    out_str(o, ",\n  \"call_sites\": {\"available\": ");
+    out_str(o, mp_callsite_available() ? "true" : "false");
+    out_str(o, ", \"sample_bytes\": ");
+    out_u64(o, mp_callsite_rate);
+    out_str(o, ", \"max_depth\": ");
+    out_u64(o, mp_opt(MP_OPT_CALLSITE_DEPTH));
+    size_t bytes = MP_SITES * sizeof(mp_site_t);
+    mp_site_t *v = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    uint64_t captured = 0, skipped = 0;
+    size_t n = v == MAP_FAILED ? 0 : mp_callsite_copy(v, MP_SITES, &captured, &skipped);
+    out_str(o, ", \"captured\": ");
+    out_u64(o, captured);
+    out_str(o, ", \"skipped\": ");
+    out_u64(o, skipped);
+    out_str(o, ", \"sites\": [");
+    mp_callsite_guard(true); /* dladdr may allocate: no sample of our own work */
+    for (size_t i = 0; i < n; i++) {
+        const mp_site_t *st = &v[i];
+        out_str(o, i ? ",\n    {\"kind\": " : "\n    {\"kind\": ");
+        out_json_str(o, kinds[st->kind]);
+        out_str(o, ", \"samples\": ");
+        out_u64(o, st->samples);
+        out_str(o, ", \"misses\": ");
+        out_u64(o, (uint64_t)(st->misses + 0.5));
+        out_str(o, ", \"bytes\": ");
+        out_u64(o, (uint64_t)(st->bytes + 0.5));
+        out_str(o, ", \"wait_s\": ");
+        out_fixed(o, (double)st->wait_ns / 1e9, 9);
+        out_str(o, ", \"size_classes\": [");
+        for (unsigned c = 0; c < MP_SITE_CLASSES && st->cls[c].samples; c++) {
+            out_str(o, c ? ", {\"size\": " : "{\"size\": ");
+            out_u64(o, st->cls[c].size);
+            out_str(o, ", \"samples\": ");
+            out_u64(o, st->cls[c].samples);
+            out_str(o, "}");
+        }
+        out_str(o, "],\n     \"frames\": [");
+        for (unsigned f = 0; f < st->depth; f++) {
+            out_str(o, f ? ",\n      " : "\n      ");
+            json_frame(o, st->pc[f]);
+        }
+        out_str(o, "]}");
+    }
+    mp_callsite_guard(false);
+    if (v != MAP_FAILED)
+        munmap(v, bytes);
+    out_str(o, n ? "\n  ]}" : "]}");
+}
+
+static void write_json_timeline(out_t *o)
+{
+    static const char *const keys[MP_TL_VALUES] = {"host_in_use", "host_reserved", "device_in_use",
+                                                   "device_reserved", "pinned_in_use", "pinned_reserved"};
+    size_t bytes = MP_TL_SAMPLES * sizeof(mp_tl_sample_t);
+    mp_tl_sample_t *v = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (v == MAP_FAILED)
+        return;
+    uint64_t interval = 0;
+    size_t n = mp_timeline_copy(v, MP_TL_SAMPLES, &interval);
+    if (n > 0) {
+        out_str(o, ",\n  \"timeline\": {\"interval_s\": ");
+        out_fixed(o, (double)interval / 1e9, 3);
+        out_str(o, ", \"samples\": [");
+        for (size_t i = 0; i < n; i++) {
+            out_str(o, i ? ",\n    {\"t_s\": " : "\n    {\"t_s\": ");
+            out_fixed(o, (double)v[i].t_ns / 1e9, 3);
+            for (int k = 0; k < MP_TL_VALUES; k++) {
+                out_str(o, ", \"");
+                out_str(o, keys[k]);
+                out_str(o, "\": ");
+                out_i64(o, v[i].v[k]);
+            }
+            out_str(o, "}");
+        }
+        out_str(o, "\n  ]}");
+    }
+    munmap(v, bytes);
+}
+
 static void write_json(out_t *o, const mp_snapshot_t *s)
 {
     char exe[MP_PATH_MAX], host[256];
@@ -461,6 +588,13 @@ static void write_json(out_t *o, const mp_snapshot_t *s)
     out_fixed(o, (double)mp_start_real.tv_sec + (double)mp_start_real.tv_nsec / 1e9, 3);
     out_str(o, ", \"duration_s\": ");
     out_fixed(o, s->duration_s, 6);
+    static const char *const reasons[] = {"exit", "signal", "interval", "api"};
+    out_str(o, ", \"final\": ");
+    out_str(o, cur_reason == MP_DUMP_EXIT ? "true" : "false");
+    out_str(o, ", \"dump_reason\": ");
+    out_json_str(o, reasons[cur_reason]);
+    out_str(o, ", \"dump_seq\": ");
+    out_u64(o, dump_seq);
     out_str(o, "},\n  \"options\": {");
     for (int i = 0; i < MP_OPT_COUNT; i++) {
         out_str(o, i ? ",\n    " : "\n    ");
@@ -501,7 +635,10 @@ static void write_json(out_t *o, const mp_snapshot_t *s)
     write_json_paths(o);
     out_str(o, ",\n  \"pools\": [");
     mp_pools_write_json(emit_out, o, "    ");
-    out_str(o, "\n  ]\n}\n");
+    out_str(o, "\n  ]");
+    write_json_sites(o);
+    write_json_timeline(o);
+    out_str(o, "\n}\n");
 }
 
 /* ---- text ---------------------------------------------------------------- */
@@ -685,6 +822,43 @@ bool mp_stats_write_now(const char *path_or_null, char *path, size_t cap)
     return write_file(path, format);
 }
 
+bool mp_stats_write_dump(int reason)
+{
+    if (mp_opt(MP_OPT_STATS_FORMAT) == MP_FMT_NONE)
+        return true;
+    pthread_mutex_lock(&write_lock);
+    bool ok = true;
+    if (!exiting) {
+        char path[MP_PATH_MAX];
+        mp_timeline_force(); /* the state now, whatever the interval */
+        cur_reason = reason;
+        ok = mp_stats_write_now(NULL, path, sizeof(path));
+        cur_reason = MP_DUMP_EXIT;
+        dump_seq += ok;
+    }
+    pthread_mutex_unlock(&write_lock);
+    return ok;
+}
+
+bool mp_stats_write_api(const char *path_or_null, char *path, size_t cap)
+{
+    pthread_mutex_lock(&write_lock);
+    cur_reason = MP_DUMP_API;
+    mp_timeline_force();
+    bool ok = mp_stats_write_now(path_or_null, path, cap);
+    cur_reason = MP_DUMP_EXIT;
+    dump_seq += ok;
+    pthread_mutex_unlock(&write_lock);
+    return ok;
+}
+
+void mp_stats_write_fork_child(void)
+{
+    pthread_mutex_init(&write_lock, NULL); /* the dump thread may have held it */
+    dump_seq = 0;
+    exiting = false;
+}
+
 void mp_stats_write_exit(void)
 {
     if (atomic_load(&mp_state) != MP_STATE_READY)
@@ -692,11 +866,15 @@ void mp_stats_write_exit(void)
     int pid = (int)getpid();
     if (atomic_exchange(&written_pid, pid) == pid)
         return; /* this process already wrote */
+    pthread_mutex_lock(&write_lock); /* a dump being written finishes first */
+    exiting = true;
     if (mp_opt(MP_OPT_STATS_FORMAT) != MP_FMT_NONE) {
         char path[MP_PATH_MAX];
+        mp_timeline_force();
         if (mp_stats_write_now(NULL, path, sizeof(path)))
             mp_log(MP_LOG_INFO, "stats written to %s", path);
     }
+    pthread_mutex_unlock(&write_lock);
     if (mp_opt(MP_OPT_SUMMARY))
         render(STDERR_FILENO, MP_FMT_TEXT, 12);
 }

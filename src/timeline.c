@@ -1,0 +1,105 @@
+/*
+ * Timeline ring (timeline.h).  The thread that finds the interval up takes
+ * the sample; a compare-and-swap on the next due time lets exactly one of
+ * many threads do it.  When the ring is full it keeps every other sample
+ * and doubles the interval, so a long run keeps its whole history at a
+ * coarser step (the fixed memory stays 56 KiB).
+ */
+#include <string.h>
+#include <time.h>
+
+#include "device_pool.h"
+#include <pthread.h>
+
+#include "timeline.h"
+
+_Atomic uint64_t mp_tl_next = UINT64_MAX;
+bool mp_timeline_host;
+
+static pthread_mutex_t ring_lock = PTHREAD_MUTEX_INITIALIZER;
+static mp_tl_sample_t ring[MP_TL_SAMPLES];
+static size_t ring_n;
+static uint64_t interval_ns;
+
+uint64_t mp_timeline_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+void mp_timeline_init(void)
+{
+    interval_ns = mp_opt(MP_OPT_TIMELINE_INTERVAL) * 1000000u;
+    mp_timeline_host = interval_ns != 0 && mp_opt(MP_OPT_TIMELINE_HOST) != 0;
+    /* The first tick samples at once (the start of the run). */
+    atomic_store(&mp_tl_next, interval_ns ? 0 : UINT64_MAX);
+}
+
+static void host_totals(int64_t *in_use, int64_t *reserved)
+{
+    int64_t u = 0, r = 0;
+    for (unsigned c = 0; c < mp_sc.count; c++) {
+        u += MP_LOAD(mp_class_stats[c].inuse);
+        r += MP_LOAD(mp_class_stats[c].reserved);
+    }
+    int64_t b = MP_LOAD(mp_bypass_stats.inuse);
+    *in_use = u + b;
+    *reserved = r + b;
+}
+
+static void take(uint64_t now, bool forced)
+{
+    mp_tl_sample_t s = {0};
+    uint64_t start = (uint64_t)mp_start_mono.tv_sec * 1000000000u + (uint64_t)mp_start_mono.tv_nsec;
+    s.t_ns = now > start ? now - start : 0;
+    host_totals(&s.v[MP_TL_HOST_IN_USE], &s.v[MP_TL_HOST_RESERVED]);
+    mp_device_totals(&s.v[MP_TL_DEVICE_IN_USE]);
+    pthread_mutex_lock(&ring_lock);
+    if (ring_n == MP_TL_SAMPLES) {
+        for (size_t i = 0; i < MP_TL_SAMPLES / 2; i++)
+            ring[i] = ring[2 * i];
+        ring_n = MP_TL_SAMPLES / 2;
+        interval_ns *= 2;
+    }
+    ring[ring_n++] = s;
+    uint64_t step = interval_ns;
+    pthread_mutex_unlock(&ring_lock);
+    if (!forced)
+        atomic_store(&mp_tl_next, step ? now + step : UINT64_MAX);
+}
+
+void mp_timeline_sample(uint64_t now)
+{
+    uint64_t next = atomic_load(&mp_tl_next);
+    if (now < next || next >= UINT64_MAX - 1
+        || !atomic_compare_exchange_strong(&mp_tl_next, &next, UINT64_MAX - 1))
+        return; /* another thread takes this one */
+    take(now, false);
+}
+
+void mp_timeline_force(void)
+{
+    pthread_mutex_lock(&ring_lock);
+    bool started = ring_n > 0;
+    pthread_mutex_unlock(&ring_lock);
+    if (started)
+        take(mp_timeline_now(), true);
+}
+
+size_t mp_timeline_copy(mp_tl_sample_t *out, size_t cap, uint64_t *interval)
+{
+    pthread_mutex_lock(&ring_lock);
+    size_t n = ring_n < cap ? ring_n : cap;
+    memcpy(out, ring, n * sizeof(*out));
+    *interval = interval_ns;
+    pthread_mutex_unlock(&ring_lock);
+    return n;
+}
+
+void mp_timeline_reset(void)
+{
+    pthread_mutex_init(&ring_lock, NULL); /* a thread that held it is gone */
+    ring_n = 0;
+    mp_timeline_init();
+}
