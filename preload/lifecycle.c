@@ -4,11 +4,13 @@
  * late (we are loaded first), and the pools keep working after it for the
  * destructors of other libraries.
  */
+#include "callsite.h"
 #include "internal.h"
 
 __attribute__((constructor)) static void mp_preload_start(void)
 {
     mp_init();
+    mp_callsite_load(); /* libunwind, for the call sites */
     mp_dump_start(); /* MEMPOOL_DUMP_SIGNAL / _INTERVAL: not from inside an allocation */
 }
 

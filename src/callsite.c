@@ -45,10 +45,11 @@ void mp_callsite_init(void)
 
 bool mp_callsite_available(void) { return atomic_load_explicit(&unw_backtrace, memory_order_acquire) != NULL; }
 
-/* At start-up (a constructor: never from inside an allocation, where a
- * dlopen could deadlock on the loader's lock). */
-__attribute__((constructor)) static void load_unwind(void)
+void mp_callsite_load(void)
 {
+    static _Atomic bool tried;
+    if (atomic_load(&tried) || atomic_exchange(&tried, true))
+        return;
     if (mp_init() != MP_STATE_READY || (mp_callsite_rate == 0 && !mp_opt(MP_OPT_CALLSITE_DEVICE)))
         return;
     void *h = dlopen("libunwind.so.8", RTLD_NOW | RTLD_LOCAL);

@@ -34,6 +34,10 @@ extern _Thread_local int64_t mp_tls_sample_left __attribute__((tls_model("initia
 
 /* Read the options (after mp_options_load). */
 void mp_callsite_init(void);
+/* dlopen libunwind, once.  Only from where a program calls us outside any
+ * allocation (the preload's constructor, mempool_create/mempool_default):
+ * inside malloc, dlopen could deadlock on the loader's lock. */
+void mp_callsite_load(void);
 /* The countdown crossed zero: draw the next interval; true if this miss
  * is sampled (false for a thread's first crossing, which only arms it). */
 bool mp_callsite_arm(void);
