@@ -1,5 +1,6 @@
 /* Option parsing: every type, every invalid form, and the warning line. */
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -188,6 +189,68 @@ START_TEST(long_value_is_cut_in_warning)
 }
 END_TEST
 
+/* ---- hostile values: every option, every bad form ---------------------- */
+
+/* Invalid for every type (a path only when empty or too long). */
+static const char *const hostile[] = {
+    "-1", "-0x10", "16E", "18446744073709551616", "99999999999999999999999K", "abc", "", " ",
+    "1 2", "0x", "1.5.5", "+-1", "1%%", "%", "\t", "nan", "inf", "-inf", "1e400", "\xff\xfe",
+    "on off", "yes!", "USR1;rm -rf /", NULL /* the very long value */,
+};
+#define N_HOSTILE (sizeof(hostile) / sizeof(hostile[0]))
+
+static char very_long[64 << 10];
+static int hostile_opt, hostile_val;
+
+static const char *hostile_value(int v) { return hostile[v] ? hostile[v] : very_long; }
+
+static const char *hostile_env(const char *name)
+{
+    return strcmp(name, mp_option_table[hostile_opt].name) == 0 ? hostile_value(hostile_val) : NULL;
+}
+
+/* Whether the value is one this option must refuse. */
+static bool must_refuse(int opt, const char *text)
+{
+    if (mp_option_table[opt].type == MP_OPT_path)
+        return text[0] == '\0' || strlen(text) >= MP_PATH_MAX;
+    return true;
+}
+
+/* Each value alone: refused by the parser, one warning line naming the
+ * option, and the option keeps its default.  _i runs over option x value. */
+START_TEST(hostile_values_get_one_warning_and_the_default)
+{
+    memset(very_long, '9', sizeof(very_long) - 1);
+    hostile_opt = _i / (int)N_HOSTILE;
+    hostile_val = _i % (int)N_HOSTILE;
+    const mp_option_desc_t *d = &mp_option_table[hostile_opt];
+    const char *text = hostile_value(hostile_val);
+    uint64_t def, v = 77;
+    ck_assert(mp_option_parse((mp_opt_id_t)hostile_opt, d->def, &def) == NULL);
+    const char *why = mp_option_parse((mp_opt_id_t)hostile_opt, text, &v);
+    if (!must_refuse(hostile_opt, text)) {
+        ck_assert_msg(why == NULL, "%s: valid path refused: %s", d->name, why);
+        return;
+    }
+    ck_assert_msg(why != NULL, "%s=%.40s accepted (as %llu)", d->name, text, (unsigned long long)v);
+    ck_assert_uint_eq(v, 77); /* untouched */
+    char buf[1024];
+    int bad = 0;
+    size_t n = capture_stderr(mp_options_load, hostile_env, &bad, buf, sizeof(buf));
+    ck_assert_int_eq(bad, 1);
+    ck_assert_msg(n > 0 && strchr(buf, '\n') == buf + n - 1, "not one line: %s", buf);
+    char prefix[128];
+    snprintf(prefix, sizeof(prefix), "mempool: %s=", d->name);
+    ck_assert_msg(strncmp(buf, prefix, strlen(prefix)) == 0, "%s", buf);
+    ck_assert_int_lt((int)n, 400); /* a long value is cut */
+    if (d->type == MP_OPT_path)
+        ck_assert_int_ne(mp_opt_stats_path[0], '\0');
+    else
+        ck_assert_uint_eq(mp_opt((mp_opt_id_t)hostile_opt), def);
+}
+END_TEST
+
 static Suite *options_suite(void)
 {
     Suite *s = suite_create("options");
@@ -200,6 +263,9 @@ static Suite *options_suite(void)
     tcase_add_test(tc, load_warns_once_and_keeps_default);
     tcase_add_test(tc, log_level_none_silences_warnings);
     tcase_add_test(tc, long_value_is_cut_in_warning);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("hostile");
+    tcase_add_loop_test(tc, hostile_values_get_one_warning_and_the_default, 0, MP_OPT_COUNT * (int)N_HOSTILE);
     suite_add_tcase(s, tc);
     return s;
 }
