@@ -46,9 +46,10 @@ MP_EXPORT int cudaMallocAsync(void **p, size_t n, stream_t s)
 }
 MP_EXPORT int cudaFreeAsync(void *p, stream_t s)
 {
-    if (mp_cuda_free_async_ours((mp_cu_ptr)(uintptr_t)p)) {
+    int ours = mp_cuda_free_async_ours((mp_cu_ptr)(uintptr_t)p);
+    if (ours) {
         mp_hook_count(MP_HOOK_cudaFreeAsync);
-        return 0;
+        return ours > 0 ? 0 : 1; /* 1: cudaErrorInvalidValue, a second free */
     }
     FORWARD(cudaFreeAsync, int, (void *, stream_t), (p, s));
 }
@@ -92,9 +93,10 @@ MP_EXPORT int cuMemAllocAsync(mp_cu_ptr *p, size_t n, stream_t s)
 }
 MP_EXPORT int cuMemFreeAsync(mp_cu_ptr p, stream_t s)
 {
-    if (mp_cuda_free_async_ours(p)) {
+    int ours = mp_cuda_free_async_ours(p);
+    if (ours) {
         mp_hook_count(MP_HOOK_cuMemFreeAsync);
-        return 0;
+        return ours > 0 ? 0 : 1; /* 1: CUDA_ERROR_INVALID_VALUE, a second free */
     }
     FORWARD(cuMemFreeAsync, int, (mp_cu_ptr, stream_t), (p, s));
 }
@@ -104,9 +106,10 @@ MP_EXPORT int cuMemAllocAsync_ptsz(mp_cu_ptr *p, size_t n, stream_t s)
 }
 MP_EXPORT int cuMemFreeAsync_ptsz(mp_cu_ptr p, stream_t s)
 {
-    if (mp_cuda_free_async_ours(p)) {
+    int ours = mp_cuda_free_async_ours(p);
+    if (ours) {
         mp_hook_count(MP_HOOK_cuMemFreeAsync_ptsz);
-        return 0;
+        return ours > 0 ? 0 : 1; /* 1: CUDA_ERROR_INVALID_VALUE, a second free */
     }
     FORWARD(cuMemFreeAsync_ptsz, int, (mp_cu_ptr, stream_t), (p, s));
 }

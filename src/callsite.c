@@ -13,6 +13,7 @@
 #include <dlfcn.h>
 #include <link.h>
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "callsite.h"
@@ -50,7 +51,8 @@ void mp_callsite_load(void)
     static _Atomic bool tried;
     if (atomic_load(&tried) || atomic_exchange(&tried, true))
         return;
-    if (mp_init() != MP_STATE_READY || (mp_callsite_rate == 0 && !mp_opt(MP_OPT_CALLSITE_DEVICE)))
+    if (mp_init() != MP_STATE_READY
+        || (mp_callsite_rate == 0 && !mp_opt(MP_OPT_CALLSITE_DEVICE) && !mp_opt(MP_OPT_DEBUG)))
         return;
     void *h = dlopen("libunwind.so.8", RTLD_NOW | RTLD_LOCAL);
     void *f = h ? dlsym(h, "unw_backtrace") : NULL;
@@ -144,6 +146,48 @@ static void count_class(mp_site_t *s, size_t class_size)
     }
 }
 
+/* The caller's stack without the shim's own frames, into pc (at most max);
+ * tls_capturing is held by the caller. */
+static unsigned capture(unw_backtrace_fn backtrace, void **pc, unsigned max)
+{
+    void *raw[MP_SITE_DEPTH_MAX + 24];
+    int n = backtrace(raw, (int)(sizeof(raw) / sizeof(raw[0])));
+    unsigned first = 0;
+    while (first < (unsigned)(n > 0 ? n : 0) && (uintptr_t)raw[first] >= self_lo
+           && (uintptr_t)raw[first] < self_hi)
+        first++;
+    unsigned d = n > 0 ? (unsigned)n - first : 0;
+    d = d > max ? max : d;
+    memcpy(pc, raw + first, d * sizeof(void *));
+    return d;
+}
+
+unsigned mp_callsite_stack(void **pc, unsigned max)
+{
+    unw_backtrace_fn backtrace = atomic_load_explicit(&unw_backtrace, memory_order_acquire);
+    if (backtrace == NULL || tls_capturing || !self_known())
+        return 0;
+    tls_capturing = true;
+    unsigned d = capture(backtrace, pc, max > MP_SITE_DEPTH_MAX ? MP_SITE_DEPTH_MAX : max);
+    tls_capturing = false;
+    return d;
+}
+
+void mp_callsite_name(void *pc, char *buf, size_t cap)
+{
+    Dl_info di = {0};
+    if (pc == NULL || dladdr(pc, &di) == 0) {
+        snprintf(buf, cap, "%s", pc ? "?" : "(unknown: no libunwind)");
+        return;
+    }
+    const char *obj = di.dli_fname ? strrchr(di.dli_fname, '/') : NULL;
+    obj = obj ? obj + 1 : di.dli_fname ? di.dli_fname : "?";
+    if (di.dli_sname)
+        snprintf(buf, cap, "%s+0x%zx (%s)", di.dli_sname, (size_t)((uintptr_t)pc - (uintptr_t)di.dli_saddr), obj);
+    else
+        snprintf(buf, cap, "%s+0x%zx", obj, (size_t)((uintptr_t)pc - (uintptr_t)di.dli_fbase));
+}
+
 void mp_callsite_record(int kind, size_t size, size_t class_size, uint64_t wait_ns)
 {
     unw_backtrace_fn backtrace = atomic_load_explicit(&unw_backtrace, memory_order_acquire);
@@ -154,15 +198,8 @@ void mp_callsite_record(int kind, size_t size, size_t class_size, uint64_t wait_
         return;
     }
     tls_capturing = true;
-    void *raw[MP_SITE_DEPTH_MAX + 24];
-    int n = backtrace(raw, (int)(sizeof(raw) / sizeof(raw[0])));
-    unsigned first = 0;
-    while (first < (unsigned)(n > 0 ? n : 0) && (uintptr_t)raw[first] >= self_lo
-           && (uintptr_t)raw[first] < self_hi)
-        first++;
-    unsigned d = n > 0 ? (unsigned)n - first : 0;
-    d = d > depth ? depth : d;
-    void *const *pc = raw + first;
+    void *pc[MP_SITE_DEPTH_MAX];
+    unsigned d = capture(backtrace, pc, depth);
     uint64_t h = stack_hash(kind, pc, d);
     /* Host samples stand for the bytes between samples: unbiased like
      * jemalloc's (a miss of size s is sampled with 1 - exp(-s / rate)). */

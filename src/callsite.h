@@ -59,6 +59,14 @@ void mp_callsite_record(int kind, size_t size, size_t class_size, uint64_t wait_
 /* Device/pinned: record every miss when MEMPOOL_CALLSITE_DEVICE is on. */
 static inline bool mp_callsite_device_on(void) { return mp_opt(MP_OPT_CALLSITE_DEVICE) != 0; }
 
+/* The caller's stack, the shim's own frames dropped, into pc (at most max
+ * frames, at most MP_SITE_DEPTH_MAX).  Never allocates; 0 when libunwind
+ * is not loaded or this thread is already capturing.  (Debug findings.) */
+unsigned mp_callsite_stack(void **pc, unsigned max);
+/* "function+0xoff (object)" of a return address, for a message (dladdr:
+ * exported names only); "(unknown: no libunwind)" for NULL. */
+void mp_callsite_name(void *pc, char *buf, size_t cap);
+
 /* A copy of the table for the writer: sites in use go to out (at most
  * cap), counters of the whole table to captured/skipped.  Returns the
  * number of sites copied. */

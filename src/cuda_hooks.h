@@ -60,6 +60,8 @@ void *mp_cuda_proc_answer(const char *symbol, void *real, int version, uint64_t 
 
 /* The interposed behaviour (cuda_intercept.c). */
 mp_cu_result mp_cuda_drv_ipc_get(void *handle, mp_cu_ptr p);
+/* A stream-ordered free of a pooled block: 1 taken back, 0 not ours,
+ * -1 a second free (refused). */
 int mp_cuda_free_async_ours(mp_cu_ptr p);
 mp_cu_result mp_cuda_capture_begun(mp_cu_result rc);
 mp_cu_result mp_cuda_capture_ended(mp_cu_result rc);

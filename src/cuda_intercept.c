@@ -47,8 +47,9 @@ int mp_cuda_rt_free(void *p)
 {
     mp_hook_count(MP_HOOK_cudaFree);
     /* cudaFree(NULL) initialises the runtime: always forward it. */
-    if (p != NULL && mp_device_free((mp_cu_ptr)(uintptr_t)p))
-        return 0;
+    int ours = p != NULL ? mp_device_free((mp_cu_ptr)(uintptr_t)p) : 0;
+    if (ours)
+        return ours > 0 ? 0 : 1; /* cudaSuccess, cudaErrorInvalidValue */
     rt_free_fn real;
     void *r = mp_hook_real(MP_HOOK_cudaFree);
     if (r == NULL)
@@ -73,8 +74,9 @@ mp_cu_result mp_cuda_drv_mem_alloc(mp_cu_ptr *p, size_t size)
 mp_cu_result mp_cuda_drv_mem_free(mp_cu_ptr p)
 {
     mp_hook_count(MP_HOOK_cuMemFree_v2);
-    if (p != 0 && mp_device_free(p))
-        return MP_CUDA_SUCCESS;
+    int ours = p != 0 ? mp_device_free(p) : 0;
+    if (ours)
+        return ours > 0 ? MP_CUDA_SUCCESS : MP_CUDA_ERROR_INVALID_VALUE;
     if (!mp_cuda_load())
         return MP_CUDA_ERROR_NOT_INITIALIZED;
     return mp_cuda.mem_free(p);
@@ -159,8 +161,9 @@ int mp_cuda_rt_host_alloc(mp_hook_id_t id, void **p, size_t size, unsigned flags
 int mp_cuda_rt_host_free(void *p)
 {
     mp_hook_count(MP_HOOK_cudaFreeHost);
-    if (p != NULL && mp_pinned_free(p))
-        return 0;
+    int ours = p != NULL ? mp_pinned_free(p) : 0;
+    if (ours)
+        return ours > 0 ? 0 : 1; /* cudaSuccess, cudaErrorInvalidValue */
     int (*real)(void *);
     void *r = mp_hook_real(MP_HOOK_cudaFreeHost);
     if (r == NULL)
@@ -185,8 +188,9 @@ mp_cu_result mp_cuda_drv_host_alloc(mp_hook_id_t id, void **p, size_t size, unsi
 mp_cu_result mp_cuda_drv_host_free(void *p)
 {
     mp_hook_count(MP_HOOK_cuMemFreeHost);
-    if (p != NULL && mp_pinned_free(p))
-        return MP_CUDA_SUCCESS;
+    int ours = p != NULL ? mp_pinned_free(p) : 0;
+    if (ours)
+        return ours > 0 ? MP_CUDA_SUCCESS : MP_CUDA_ERROR_INVALID_VALUE;
     if (!mp_cuda_load())
         return MP_CUDA_ERROR_NOT_INITIALIZED;
     return mp_cuda.host_free(p);
@@ -246,7 +250,7 @@ mp_cu_result mp_cuda_drv_ipc_get(void *handle, mp_cu_ptr p)
 /* Stream-ordered free of a block the shim made (a program may mix
  * cudaMalloc and cudaFreeAsync): it joins the pool like any free, whose
  * fence covers every stream.  1 if it was ours. */
-int mp_cuda_free_async_ours(mp_cu_ptr p) { return p != 0 && mp_device_free(p); }
+int mp_cuda_free_async_ours(mp_cu_ptr p) { return p != 0 ? mp_device_free(p) : 0; }
 
 /* Stream capture: while any stream captures, the pools make no event call
  * (illegal in the default global capture mode) and pass allocations

@@ -298,10 +298,20 @@ size_t mp_device_class_size(int cls)
 
 static unsigned live_hash(mp_cu_ptr p) { return (unsigned)((p >> 8) * 2654435761u) % LIVE_BUCKETS; }
 
+static dblock_t *live_find(mp_cu_ptr p);
+
 static void live_add(dblock_t *b)
 {
     unsigned h = live_hash(b->ptr);
     pthread_mutex_lock(&live_lock);
+    if (mp_unlikely(mp_debug_on) && live_find(b->ptr) != NULL) {
+        pthread_mutex_unlock(&live_lock);
+        mp_debug_finding(MP_DEBUG_DEVICE_DOUBLE_HANDOUT, "it is handed out anyway",
+                         "%s block 0x%llx (%zu bytes) handed out while it is still live",
+                         pools[b->pool].pinned ? "pinned" : "device",
+                         (unsigned long long)b->ptr, b->size);
+        pthread_mutex_lock(&live_lock);
+    }
     b->next = live[h];
     live[h] = b;
     pthread_mutex_unlock(&live_lock);
@@ -916,12 +926,46 @@ static void pool_put(dev_pool_t *pl, dblock_t *b, mp_cu_stream s, bool async)
     pthread_mutex_unlock(&pl->lock);
 }
 
-/* Take back a block of the wanted kind; 0 if it is not ours. */
+/* Whether a pool holds a block at p among those freed but kept (ready,
+ * waiting for a fence, or released on a stream): a second free of it. */
+static bool chain_has(const dblock_t *b, mp_cu_ptr p)
+{
+    for (; b; b = b->next)
+        if (b->ptr == p)
+            return true;
+    return false;
+}
+
+static bool pool_holds(mp_cu_ptr p)
+{
+    bool found = false;
+    for (int i = 0; i < MP_NPOOLS && !found; i++) {
+        dev_pool_t *pl = &pools[i];
+        pthread_mutex_lock(&pl->lock);
+        found = chain_has(pl->pending, p);
+        for (batch_t *f = pl->fenced; f && !found; f = f->next)
+            found = chain_has(f->blocks, p);
+        for (int c = 0; c < MP_DEV_CLASSES && !found; c++)
+            found = chain_has(pl->ready[c], p) || chain_has(pl->streamq[c], p);
+        pthread_mutex_unlock(&pl->lock);
+    }
+    return found;
+}
+
+/* Take back a block of the wanted kind: 1 done, 0 not ours, -1 refused (a
+ * block the pool already holds: forwarding it would let the driver free
+ * memory the pool still hands out). */
 static int pool_free(mp_cu_ptr p, bool pinned)
 {
     dblock_t *b = live_take(p);
-    if (b == NULL)
-        return 0; /* not ours: the caller forwards to the driver */
+    if (b == NULL) {
+        if (!atomic_load_explicit(&inited, memory_order_acquire) || !pool_holds(p))
+            return 0; /* not ours: the caller forwards to the driver */
+        mp_debug_finding(MP_DEBUG_DEVICE_DOUBLE_FREE, "the free fails with an invalid-value error",
+                         "%s 0x%llx freed twice (the pool already holds it); refused",
+                         pinned ? "pinned block" : "device block", (unsigned long long)p);
+        return -1;
+    }
     dev_pool_t *pl = &pools[b->pool];
     if (pl->pinned != pinned) { /* cudaFreeHost of device memory, or the reverse */
         live_add(b);

@@ -37,7 +37,9 @@ size_t mp_device_class_size(int cls);
  * Returns the driver's CUresult; MP_CUDA_ERROR_NOT_INITIALIZED when there is
  * no usable driver or context (the caller passes the request through). */
 mp_cu_result mp_device_alloc(mp_cu_ptr *out, size_t size);
-/* 1 if p was ours (now cached or freed), 0 if the driver should free it. */
+/* 1 if p was ours (now cached or freed), 0 if the driver should free it,
+ * -1 if it is a block the pool already holds (a second free: refused with
+ * one message; the caller returns an invalid-value error). */
 int mp_device_free(mp_cu_ptr p);
 /* Pinned (page-locked) host memory, one pool per cuMemHostAlloc flag set
  * (portable 1, mapped 2, write-combined 4: never mixed); fenced like

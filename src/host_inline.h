@@ -71,7 +71,7 @@ __attribute__((always_inline)) static inline void *mp_realloc(void *p, size_t si
     uintptr_t off = (uintptr_t)p - mp_heap.base;
     if (mp_likely(off < mp_heap.class_span && size != 0)) {
         unsigned cls = (unsigned)(off >> mp_heap.slot_shift);
-        if (size <= mp_sc.size[cls] && size >= mp_sc.size[cls] / 2)
+        if (size <= mp_sc.realloc_max[cls] && size >= mp_sc.realloc_max[cls] / 2)
             return p; /* fits, and shrinking by less than half keeps it */
     }
     return mp_realloc_slow(p, size);

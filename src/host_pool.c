@@ -208,6 +208,8 @@ static void *bypass_alloc(size_t size, size_t align, bool zero)
 
 static void bypass_free(void *p)
 {
+    if (mp_unlikely(mp_debug_on) && !mp_debug_free(p, je_sallocx(p, 0)))
+        return;
     if (!counting) {
         je_dallocx(p, bypass_flags());
         return;
@@ -338,6 +340,8 @@ static mp_tcache_t *tcache_create(void)
         if (cap == 0 && limit >= mp_sc.size[c])
             cap = 1;
         caps[c] = (uint32_t)(cap < blocks ? cap : blocks);
+        if (mp_debug_on)
+            caps[c] = 0; /* every call takes the slow path, where the checks are */
         nslots += caps[c];
     }
     /* One mapping: the cache, then every bin's slots. */
@@ -418,6 +422,8 @@ void mp_host_thread_exit(void *arg)
 void mp_host_init(void)
 {
     pooling = !mp_opt(MP_OPT_DISABLE) && mp_opt(MP_OPT_HOST);
+    if (mp_debug_on) /* realloc never stays in place: the trailer moves with the size */
+        memset(mp_sc.realloc_max, 0, sizeof(mp_sc.realloc_max));
     counting = !mp_opt(MP_OPT_DISABLE);
     shared_limit = mp_opt(MP_OPT_HOST_CACHE_LIMIT);
     for (unsigned c = 0; c < MP_CLASS_MAX; c++) {
@@ -444,8 +450,9 @@ static void *early_alloc(size_t size, size_t align, bool zero)
     return mp_boot_alloc(size, align); /* re-entered from our own init */
 }
 
-/* Serve a request of class cls: bin, shared pool, then jemalloc. */
-static void *class_alloc(unsigned cls, size_t req, size_t align)
+/* Serve a request of class cls: bin, shared pool, then jemalloc.  *reused
+ * says whether the block waited in our pools (debug mode checks its poison). */
+static void *class_alloc(unsigned cls, size_t req, size_t align, bool *reused)
 {
     mp_tcache_t *tc = mp_tls_tcache;
     if (tc == NULL)
@@ -461,6 +468,7 @@ static void *class_alloc(unsigned cls, size_t req, size_t align)
     void *p = refill(tc, cls);
     if (p != NULL) {
         count_alloc(tc, cls, req, true);
+        *reused = true;
         return p;
     }
     bool sampled = mp_callsite_sample_host(mp_sc.size[cls]);
@@ -472,7 +480,20 @@ static void *class_alloc(unsigned cls, size_t req, size_t align)
             mp_callsite_record(MP_SITE_HOST, req, mp_sc.size[cls], mp_now_ns() - t0);
         return p;
     }
-    return bypass_alloc(req, align, false);
+    return bypass_alloc(mp_debug_on ? mp_debug_size(req) : req, align, false);
+}
+
+/* Debug mode: the trailer of a block just handed out for req bytes (libc's
+ * fallback memory stays unchecked). */
+static void *debug_handout(void *p, size_t req, bool reused)
+{
+    unsigned cls;
+    int kind = mp_ptr_kind(p, &cls);
+    if (kind == MP_PTR_CLASS)
+        mp_debug_alloc(p, mp_sc.size[cls], req, reused);
+    else if (kind == MP_PTR_BYPASS)
+        mp_debug_alloc(p, je_sallocx(p, 0), req, false);
+    return p;
 }
 
 MP_NOINLINE void *mp_host_malloc_slow(size_t size)
@@ -484,10 +505,19 @@ MP_NOINLINE void *mp_host_malloc_slow(size_t size)
     }
     if (mp_timeline_host)
         mp_timeline_tick();
+    if (mp_unlikely(mp_debug_on)) {
+        size_t want = mp_debug_size(size);
+        unsigned cls = mp_size_class_of(&mp_sc, want);
+        bool reused = false;
+        void *p = !pooling || cls == MP_CLASS_NONE ? bypass_alloc(want, 0, false)
+                                                    : class_alloc(cls, size, 16, &reused);
+        return debug_handout(p, size, reused);
+    }
     unsigned cls = mp_size_class_of(&mp_sc, size);
     if (!pooling || cls == MP_CLASS_NONE)
         return bypass_alloc(size, 0, false);
-    return class_alloc(cls, size, 16);
+    bool reused;
+    return class_alloc(cls, size, 16, &reused);
 }
 
 void *mp_host_aligned(size_t align, size_t size)
@@ -497,20 +527,23 @@ void *mp_host_aligned(size_t align, size_t size)
         if (mp_state != MP_STATE_READY || p != NULL)
             return p;
     }
-    if (!pooling)
-        return bypass_alloc(size, align, false);
+    size_t want = mp_debug_on ? mp_debug_size(size) : size;
+    bool reused = false;
+    void *p;
     /* The smallest class that fits and whose blocks are naturally aligned. */
-    unsigned cls = mp_size_class_of(&mp_sc, size > align ? size : align);
+    unsigned cls = mp_size_class_of(&mp_sc, want > align ? want : align);
     while (cls < mp_sc.count && mp_sc.align[cls] < align)
         cls++;
-    if (cls >= mp_sc.count)
-        return bypass_alloc(size, align, false);
-    void *p = class_alloc(cls, size, align);
-    if (mp_unlikely(p != NULL && ((uintptr_t)p & (align - 1)) != 0)) {
-        mp_free(p); /* cannot happen with jemalloc's slab layout; be safe */
-        return bypass_alloc(size, align, false);
+    if (!pooling || cls >= mp_sc.count) {
+        p = bypass_alloc(want, align, false);
+    } else {
+        p = class_alloc(cls, size, align, &reused);
+        if (mp_unlikely(p != NULL && ((uintptr_t)p & (align - 1)) != 0)) {
+            mp_free(p); /* cannot happen with jemalloc's slab layout; be safe */
+            p = bypass_alloc(want, align, false);
+        }
     }
-    return p;
+    return mp_unlikely(mp_debug_on) && p ? debug_handout(p, size, reused) : p;
 }
 
 void *mp_host_calloc_large(size_t size)
@@ -520,11 +553,17 @@ void *mp_host_calloc_large(size_t size)
         if (mp_state != MP_STATE_READY || p != NULL)
             return p;
     }
+    if (mp_unlikely(mp_debug_on)) {
+        void *p = bypass_alloc(mp_debug_size(size), 0, true);
+        return p ? debug_handout(p, size, false) : NULL;
+    }
     return bypass_alloc(size, 0, true);
 }
 
 MP_NOINLINE void mp_host_free_slow(void *p, unsigned cls)
 {
+    if (mp_unlikely(mp_debug_on) && !mp_debug_free(p, mp_sc.size[cls]))
+        return; /* a double or invalid free: reported, ignored */
     if (mp_timeline_host)
         mp_timeline_tick();
     mp_tcache_t *tc = mp_tls_tcache;
@@ -566,7 +605,9 @@ void *mp_host_realloc(void *p, size_t size)
 {
     unsigned cls = MP_CLASS_NONE;
     int kind = mp_ptr_kind(p, &cls);
-    if (kind == MP_PTR_CLASS) {
+    if (mp_debug_on && (kind == MP_PTR_CLASS || kind == MP_PTR_BYPASS)) {
+        /* Never in place: the trailer moves with the size. */
+    } else if (kind == MP_PTR_CLASS) {
         if (size <= mp_sc.size[cls] && size >= mp_sc.size[cls] / 2)
             return p; /* fits, and shrinking by less than half keeps it */
     } else if (kind == MP_PTR_BYPASS) {
@@ -593,7 +634,7 @@ void *mp_host_realloc(void *p, size_t size)
      * buffer appended to): give it half again its old size, so a run of
      * small reallocs moves it O(log n) times rather than once per class. */
     size_t want = size;
-    if (kind == MP_PTR_CLASS && size > old && size - old < old / 2)
+    if (kind == MP_PTR_CLASS && !mp_debug_on && size > old && size - old < old / 2)
         want = old + old / 2;
     void *q = mp_malloc(want);
     if (q == NULL && want != size)
@@ -610,9 +651,9 @@ size_t mp_host_usable_size(const void *p)
     unsigned cls;
     switch (mp_ptr_kind(p, &cls)) {
     case MP_PTR_CLASS:
-        return mp_sc.size[cls];
+        return mp_debug_on ? mp_debug_usable(p, mp_sc.size[cls]) : mp_sc.size[cls];
     case MP_PTR_BYPASS:
-        return je_sallocx(p, 0);
+        return mp_debug_on ? mp_debug_usable(p, je_sallocx(p, 0)) : je_sallocx(p, 0);
     case MP_PTR_NULL:
         return 0;
     default:

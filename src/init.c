@@ -97,6 +97,7 @@ int mp_init(void)
     mp_libc_resolve();
     mp_options_load(env_lookup);
     mp_callsite_init();
+    mp_debug_init();
     mp_timeline_init();
     mp_size_classes_init(&mp_sc, (int)mp_opt(MP_OPT_HOST_SIZE_CLASSES),
                          (size_t)mp_opt(MP_OPT_HOST_MAX_BLOCK_SIZE));

@@ -23,6 +23,7 @@ void mp_size_classes_init(mp_size_classes_t *sc, int scheme, size_t max_block)
         size_t low = size & (~size + 1);
         sc->size[n] = size;
         sc->align[n] = low < 4096 ? low : 4096;
+        sc->realloc_max[n] = size;
         n++;
         size_t delta = pow2_floor(size) >> sc->lg_steps;
         size += delta < 16 ? 16 : delta;

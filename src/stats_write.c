@@ -564,6 +564,20 @@ static void write_json_timeline(out_t *o)
     munmap(v, bytes);
 }
 
+/* MEMPOOL_DEBUG findings (and refused device double frees, in any mode). */
+static void write_json_debug(out_t *o)
+{
+    out_str(o, ",\n  \"debug\": {\"enabled\": ");
+    out_str(o, mp_debug_on ? "true" : "false");
+    for (int k = 0; k < MP_DEBUG_KINDS; k++) {
+        out_str(o, ", \"");
+        out_str(o, mp_debug_kind_name(k));
+        out_str(o, "\": ");
+        out_u64(o, mp_debug_count(k));
+    }
+    out_str(o, "}");
+}
+
 static void write_json(out_t *o, const mp_snapshot_t *s)
 {
     char exe[MP_PATH_MAX], host[256];
@@ -638,6 +652,7 @@ static void write_json(out_t *o, const mp_snapshot_t *s)
     out_str(o, "\n  ]");
     write_json_sites(o);
     write_json_timeline(o);
+    write_json_debug(o);
     out_str(o, "\n}\n");
 }
 
@@ -743,6 +758,18 @@ static void write_text(out_t *o, const mp_snapshot_t *s, unsigned max_rows)
              (unsigned long long)mp_sc.max_size, (unsigned long long)s->bypasses, a, b);
     out_str(o, line);
     out_str(o, "  ^ = peak\n");
+    uint64_t found = 0;
+    for (int k = 0; k < MP_DEBUG_KINDS; k++)
+        found += mp_debug_count(k);
+    if (mp_debug_on || found) {
+        out_str(o, "  debug findings:");
+        for (int k = 0; k < MP_DEBUG_KINDS; k++) {
+            snprintf(line, sizeof(line), " %s %llu", mp_debug_kind_name(k),
+                     (unsigned long long)mp_debug_count(k));
+            out_str(o, line);
+        }
+        out_str(o, "\n");
+    }
 }
 
 /* Snapshots are 15 KiB: too big for small thread stacks, and malloc is

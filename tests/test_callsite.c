@@ -79,7 +79,7 @@ START_TEST(capture_never_allocates)
     ck_assert_int_le(allocs - before, 1);
     mp_callsite_reset();
     before = allocs;
-    for (int i = 0; i < 2000; i++) {
+    for (volatile int i = 0; i < 2000; i++) {
         miss_here(MP_SITE_DEVICE, 4096);
         miss_there(MP_SITE_PINNED, 512);
     }
@@ -94,9 +94,11 @@ END_TEST
 
 START_TEST(sites_aggregate_per_stack)
 {
-    for (int i = 0; i < 10; i++)
+    /* volatile counters: an unrolled loop would call from several return
+     * addresses, i.e. several stacks. */
+    for (volatile int i = 0; i < 10; i++)
         miss_here(MP_SITE_DEVICE, 1 << 20);
-    for (int i = 0; i < 20; i++)
+    for (volatile int i = 0; i < 20; i++)
         miss_there(MP_SITE_DEVICE, 3000);
     uint64_t captured, skipped;
     size_t n = copy(&captured, &skipped);

@@ -500,6 +500,39 @@ START_TEST(async_free_of_a_pooled_block)
 }
 END_TEST
 
+/* A second free of a block the pool holds is refused (never forwarded: the
+ * driver would free memory the pool still hands out), in every mode; the
+ * block stays whole and is handed out once.  Pinned blocks the same. */
+START_TEST(second_free_is_refused)
+{
+    start();
+    CUdeviceptr a = 0, b = 0, c = 0;
+    ck_assert_int_eq(mp_device_alloc(&a, 8192), CUDA_SUCCESS);
+    ck_assert_int_eq(mp_device_free(a), 1);
+    ck_assert_int_eq(mp_device_free(a), -1);               /* pending fence */
+    ck_assert_int_eq(mp_cuda_free_async_ours(a), -1);      /* stream-ordered, too */
+    ck_assert_int_eq(mp_device_alloc(&b, 8192), CUDA_SUCCESS);
+    ck_assert_uint_eq(b, a);
+    ck_assert_int_eq(mp_device_alloc(&c, 8192), CUDA_SUCCESS);
+    ck_assert_uint_ne(c, a); /* handed out once only */
+    ck_assert_int_eq(mp_device_free(b), 1);
+    ck_assert_int_eq(mp_device_alloc(&b, 8192), CUDA_SUCCESS); /* fence done: ready list */
+    ck_assert_int_eq(mp_device_free(b), 1);
+    ck_assert_int_eq(mp_device_free(b), -1);
+    ck_assert_uint_eq(counters().mem_free, 0);
+    ck_assert_uint_eq(counters().invalid_free, 0);
+    ck_assert_uint_eq(mp_debug_count(MP_DEBUG_DEVICE_DOUBLE_FREE), 3);
+    void *h = NULL;
+    ck_assert_int_eq(mp_pinned_alloc(&h, 4096, 0), CUDA_SUCCESS);
+    ck_assert_int_eq(mp_pinned_free(h), 1);
+    ck_assert_int_eq(mp_pinned_free(h), -1);
+    ck_assert_uint_eq(counters().host_free, 0);
+    /* A pointer nobody holds still goes to the driver. */
+    ck_assert_int_eq(mp_device_free((CUdeviceptr)0x4321), 0);
+}
+END_TEST
+
+
 /* Memory of one context is not used by another on the same device; the
  * destruction of a context drops its pool only. */
 START_TEST(pools_are_per_context)
@@ -639,6 +672,7 @@ static Suite *device_suite(void)
     tcase_add_test(tc, ipc_exports_whole_blocks_only);
     tcase_add_test(tc, stream_capture_passes_through);
     tcase_add_test(tc, async_free_of_a_pooled_block);
+    tcase_add_test(tc, second_free_is_refused);
     tcase_add_test(tc, pools_are_per_context);
     tcase_add_test(tc, size_class_schemes);
     tcase_add_test(tc, size_class_pow2);
