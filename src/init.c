@@ -35,6 +35,7 @@ static void fork_wait_init(void)
  * while holding the arena-creation lock, never the other way round. */
 static void fork_prepare(void)
 {
+    mp_pools_fork_prepare(); /* the API's pools never call into the host pools with their locks held */
     mp_heap_fork_prepare();
     mp_host_fork_prepare();
 }
@@ -42,10 +43,12 @@ static void fork_parent(void)
 {
     mp_host_fork_parent();
     mp_heap_fork_parent();
+    mp_pools_fork_release();
 }
 static void fork_child(void)
 {
     mp_heap_fork_parent(); /* unlock: the child is the thread that locked */
+    mp_pools_fork_release();
     mp_host_fork_child();
     mp_device_fork_child();
     mp_pressure_fork_child();

@@ -169,6 +169,11 @@ bool mp_is_boot(const void *p);
 size_t mp_boot_usable_size(const void *p);
 void *mp_libc_alloc(size_t size, size_t align);
 void mp_libc_free(void *p);
+/* glibc's dlopen, and the mode the shim passes it: RTLD_DEEPBIND dropped
+ * while the shim serves the malloc family (see sys_alloc.c). */
+typedef void *(*mp_dlopen_fn)(const char *file, int mode);
+mp_dlopen_fn mp_real_dlopen(void);
+int mp_dlopen_mode(const char *file, int mode);
 
 /* ---- init.c ------------------------------------------------------------- */
 enum { MP_STATE_UNINIT, MP_STATE_INITIALIZING, MP_STATE_READY, MP_STATE_LIBC };

@@ -47,6 +47,10 @@ void mp_pressure_kick(void);
 size_t mp_pools_pressure_check(void);
 /* pool_api.c: 1 if any monitored pool caches something (else the monitor parks). */
 bool mp_pools_pressure_idle(void);
+/* fork(): the registry lock and every pool's locks are held across it
+ * (prepare), then released in the parent and the child (release). */
+void mp_pools_fork_prepare(void);
+void mp_pools_fork_release(void);
 /* In a forked child: the monitor thread did not survive. */
 void mp_pressure_fork_child(void);
 

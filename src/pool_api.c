@@ -378,6 +378,18 @@ static const char *owner_name(const mempool_t *self, const void *p, char *buf, s
     return found;
 }
 
+void mp_pools_fork_prepare(void)
+{
+    pthread_mutex_lock(&reg_lock); /* taken before the pools' locks, as mempool_create does */
+    mp_hpool_fork_prepare();
+}
+
+void mp_pools_fork_release(void)
+{
+    mp_hpool_fork_release();
+    pthread_mutex_unlock(&reg_lock);
+}
+
 int mp_api_release_error(mempool_t *pool, const void *p, bool twice)
 {
     atomic_fetch_add_explicit(&pool->release_errors, 1, memory_order_relaxed);

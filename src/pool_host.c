@@ -643,6 +643,22 @@ size_t mp_hpool_trim(mp_hpool_t *hp, size_t target)
     pthread_mutex_unlock(&hp->lock);
     return freed;
 }
+void mp_hpool_fork_prepare(void)
+{
+    pthread_mutex_lock(&life_lock);
+    for (unsigned i = 0; i < HPOOL_SLOTS; i++)
+        if (slot_pool[i])
+            pthread_mutex_lock(&slot_pool[i]->lock);
+}
+
+void mp_hpool_fork_release(void)
+{
+    for (unsigned i = HPOOL_SLOTS; i-- > 0;)
+        if (slot_pool[i])
+            pthread_mutex_unlock(&slot_pool[i]->lock);
+    pthread_mutex_unlock(&life_lock);
+}
+
 int mp_hpool_holds(mp_hpool_t *hp, const void *p) { return mp_hpool_find(hp, (uintptr_t)p) != NULL; }
 
 void mp_hpool_stats(mp_hpool_t *hp, mp_device_stats_t *out)

@@ -108,6 +108,12 @@ extern _Thread_local api_tls_t *mp_tls_api __attribute__((tls_model("initial-exe
 void *mp_hpool_alloc_slow(mp_hpool_t *hp, size_t size);
 void *mp_hpool_peak(mp_hpool_t *hp, mp_htc_t *tc, void *p);
 int mp_hpool_free_slow(mp_hpool_t *hp, mp_htc_t *tc, hentry_t *e);
+/* fork(): every pool's lock is taken before and released after, in the
+ * parent and the child alike, so the child never inherits a lock held by a
+ * thread it does not have (the child's copies of other threads' caches
+ * stay attached, unused: those blocks are the child's leak, not a hazard). */
+void mp_hpool_fork_prepare(void);
+void mp_hpool_fork_release(void);
 
 /* Limits: count a block into the cache if it stays within them. */
 static inline bool mp_hpool_lim_take(mp_hpool_t *hp, size_t bs)

@@ -73,3 +73,39 @@ void mp_libc_free(void *p)
     if (mp_libc.free)
         mp_libc.free(p);
 }
+
+/* ---- dlopen(RTLD_DEEPBIND) ------------------------------------------------ */
+
+/* A library opened with RTLD_DEEPBIND binds its malloc/free to libc's own
+ * (its dependencies come before the global scope), so it would hand glibc's
+ * free pointers of ours, which glibc aborts on.  While the shim serves the
+ * malloc family the flag is dropped (the library then binds to the global
+ * scope, i.e. to us), with one informational message per process.  This is
+ * the situation ASan refuses outright ("incompatible with sanitizer
+ * runtime"); dropping the flag keeps the program running instead. */
+static _Atomic(mp_dlopen_fn) real_dlopen;
+
+mp_dlopen_fn mp_real_dlopen(void)
+{
+    mp_dlopen_fn f = atomic_load_explicit(&real_dlopen, memory_order_acquire);
+    if (mp_likely(f != NULL))
+        return f;
+    void *p = dlvsym(RTLD_NEXT, "dlopen", "GLIBC_2.34");
+    if (p == NULL)
+        p = dlvsym(RTLD_NEXT, "dlopen", "GLIBC_2.2.5");
+    memcpy(&f, &p, sizeof(f));
+    atomic_store_explicit(&real_dlopen, f, memory_order_release);
+    return f;
+}
+
+int mp_dlopen_mode(const char *file, int mode)
+{
+    if (!(mode & RTLD_DEEPBIND) || mp_init() != MP_STATE_READY)
+        return mode; /* on libc's allocator (shim unusable), DEEPBIND is harmless */
+    static _Atomic bool said;
+    if (!atomic_exchange(&said, true))
+        mp_log(MP_LOG_INFO, "dlopen(%s, RTLD_DEEPBIND): the flag is dropped so that the library's "
+               "malloc and free are the shim's (glibc cannot free the shim's blocks)",
+               file ? file : "NULL");
+    return mode & ~RTLD_DEEPBIND;
+}

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "check_main.h"
@@ -658,6 +659,66 @@ START_TEST(threads_across_pools)
 }
 END_TEST
 
+/* fork() while another thread keeps taking the pools' locks (clear takes
+ * the pool mutex, creating a pool the registry's): the child must be able
+ * to use, clear and create pools.  Before the pools took part in the fork
+ * handlers, a child sometimes inherited a held mutex and hung. */
+static _Atomic bool fork_stop;
+
+/* A pool made and destroyed without Check's asserts (other threads, children). */
+static bool make_and_destroy(void)
+{
+    mempool_config_t c;
+    mempool_t *p = NULL;
+    return mempool_config_init(&c, MEMPOOL_KIND_HOST) == 0 && mempool_create(&c, &p) == 0
+           && mempool_destroy(p) == 0;
+}
+
+static void *lock_churn(void *arg)
+{
+    mempool_t *pool = arg;
+    while (!atomic_load(&fork_stop)) {
+        void *a = mempool_acquire(pool, 4096), *b = mempool_acquire(pool, 100000);
+        mempool_release(pool, a);
+        mempool_release(pool, b);
+        mempool_clear(pool);
+        make_and_destroy();
+    }
+    return NULL;
+}
+
+START_TEST(fork_while_pool_locks_are_taken)
+{
+    start();
+    mempool_t *pool = make(0, 0, 0, 0, 0, 0);
+    atomic_store(&fork_stop, false);
+    pthread_t t;
+    pthread_create(&t, NULL, lock_churn, pool);
+    int hung = 0, bad = 0;
+    for (int i = 0; i < 200; i++) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            signal(SIGALRM, SIG_DFL); /* not Check's handler, which kills the whole group */
+            alarm(5);                 /* a deadlock ends as SIGALRM */
+            void *p = mempool_acquire(pool, 4096);
+            int ok = p != NULL && mempool_release(pool, p) == 0;
+            mempool_clear(pool);
+            ok = ok && make_and_destroy();
+            _exit(ok ? 0 : 1);
+        }
+        int st = 0;
+        waitpid(pid, &st, 0);
+        hung += WIFSIGNALED(st);
+        bad += WIFEXITED(st) && WEXITSTATUS(st) != 0;
+    }
+    atomic_store(&fork_stop, true);
+    pthread_join(t, NULL);
+    ck_assert_int_eq(hung, 0);
+    ck_assert_int_eq(bad, 0);
+    ck_assert_int_eq(mempool_destroy(pool), 0);
+}
+END_TEST
+
 /* ---- thread caches ------------------------------------------------------------------- */
 
 static mempool_t *tc_pool;
@@ -919,6 +980,7 @@ static Suite *api_suite(void)
     tcase_add_test(th, thread_exit_returns_its_cache);
     tcase_add_test(th, clear_reaches_other_caches_at_their_next_call);
     tcase_add_test(th, destroy_while_another_thread_has_a_cache);
+    tcase_add_test(th, fork_while_pool_locks_are_taken);
     suite_add_tcase(s, th);
     return s;
 }
