@@ -320,6 +320,11 @@ bool mp_stats_write_dump(int reason);
 bool mp_stats_write_api(const char *path, char *out, size_t cap);
 void mp_stats_write_fork_child(void);
 
+/* Setuid/setgid (AT_SECURE) processes write stats only into the directory
+ * this root-owned file names (docs/security.md). */
+#define MP_SETUID_CONF "/etc/mempool/setuid-stats-dir"
+extern int mp_stats_secure_mode;        /* tests: 0/1 instead of getauxval(AT_SECURE) */
+extern const char *mp_setuid_conf_path; /* tests: another file than MP_SETUID_CONF */
 /* Expand %p %h %e %% of a template into out; false if it does not fit. */
 bool mp_stats_expand_path(const char *tmpl, char *out, size_t cap);
 

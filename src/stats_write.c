@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/auxv.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -804,9 +805,17 @@ static bool render(int fd, int format, unsigned max_rows)
 void mp_stats_write_fd(int fd, int format) { render(fd, format, MP_CLASS_MAX); }
 
 /* Write to path atomically: temporary file in the same directory, then
- * rename.  O_EXCL | O_NOFOLLOW: never write through a planted link. */
+ * rename.  O_EXCL | O_NOFOLLOW: never write through a planted link; an
+ * existing file of another user, or anything but a regular file, is left
+ * alone (rename would replace it). */
 static bool write_file(const char *path, int format)
 {
+    struct stat st;
+    if (lstat(path, &st) == 0 && (!S_ISREG(st.st_mode) || st.st_uid != geteuid())) {
+        mp_log(MP_LOG_WARN, "not writing stats file %s: it exists and is %s", path,
+               S_ISREG(st.st_mode) ? "another user's file" : "not a regular file");
+        return false;
+    }
     char tmp[MP_PATH_MAX + 32];
     snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid());
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
@@ -833,15 +842,61 @@ static bool write_file(const char *path, int format)
 
 static _Atomic int written_pid;
 
+/* ---- setuid and setgid programs (docs/security.md) ----------------------- */
+int mp_stats_secure_mode = -1; /* tests: 0 or 1 instead of AT_SECURE */
+const char *mp_setuid_conf_path = MP_SETUID_CONF;
+
+/* A file or directory an administrator controls: root's, writable by no one else. */
+static bool root_controlled(const struct stat *st)
+{
+    return st->st_uid == 0 && (st->st_mode & (S_IWGRP | S_IWOTH)) == 0;
+}
+
+/* In a process the kernel marks secure (setuid/setgid, capabilities), no
+ * MEMPOOL_* variable is read (secure_getenv), and the stats file is written
+ * only where MP_SETUID_CONF, a root-controlled file, names a root-controlled
+ * directory: the invoking user chooses nothing about a file the program's
+ * privileges write.  Returns false (no file) or the template to use. */
+static bool secure_template(char *tmpl, size_t cap)
+{
+    int secure = mp_stats_secure_mode >= 0 ? mp_stats_secure_mode : getauxval(AT_SECURE) != 0;
+    if (!secure) {
+        snprintf(tmpl, cap, "%s", mp_opt_stats_path);
+        return true;
+    }
+    struct stat st;
+    int fd = open(mp_setuid_conf_path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    char dir[MP_PATH_MAX] = "";
+    ssize_t n = -1;
+    if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && root_controlled(&st))
+        n = read(fd, dir, sizeof(dir) - 1);
+    if (fd >= 0)
+        close(fd);
+    dir[n > 0 ? n : 0] = '\0';
+    dir[strcspn(dir, "\n")] = '\0';
+    if (dir[0] != '/' || lstat(dir, &st) != 0 || !S_ISDIR(st.st_mode) || !root_controlled(&st)) {
+        if (n >= 0 || fd >= 0)
+            mp_log(MP_LOG_WARN, "setuid/setgid process: %s does not name a directory only root "
+                   "can write; no stats file", mp_setuid_conf_path);
+        return false; /* no (valid) setting: silently no file, the default */
+    }
+    return snprintf(tmpl, cap, "%s/mempool.%%e.%%p.json", dir) < (int)cap;
+}
+
 bool mp_stats_write_now(const char *path_or_null, char *path, size_t cap)
 {
     if (path_or_null != NULL) {
         if (strlen(path_or_null) >= cap)
             return false;
         strcpy(path, path_or_null);
-    } else if (!mp_stats_expand_path(mp_opt_stats_path, path, cap)) {
-        mp_log(MP_LOG_WARN, "MEMPOOL_STATS_FILE expands to a path that is too long");
-        return false;
+    } else {
+        char tmpl[MP_PATH_MAX + 32];
+        if (!secure_template(tmpl, sizeof(tmpl)))
+            return false;
+        if (!mp_stats_expand_path(tmpl, path, cap)) {
+            mp_log(MP_LOG_WARN, "MEMPOOL_STATS_FILE expands to a path that is too long");
+            return false;
+        }
     }
     int format = (int)mp_opt(MP_OPT_STATS_FORMAT);
     if (format == MP_FMT_NONE)

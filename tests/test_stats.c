@@ -124,6 +124,122 @@ START_TEST(unwritable_directory_warns)
 }
 END_TEST
 
+/* Read what the shim writes on stderr while fn runs. */
+static void capture_stderr(void (*fn)(void *), void *arg, char *buf, size_t cap)
+{
+    int fds[2], saved = dup(STDERR_FILENO);
+    ck_assert_int_eq(pipe(fds), 0);
+    dup2(fds[1], STDERR_FILENO);
+    close(fds[1]);
+    fn(arg);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    ssize_t n = read(fds[0], buf, cap - 1);
+    buf[n > 0 ? n : 0] = '\0';
+    close(fds[0]);
+}
+
+static bool wrote;
+static char written[MP_PATH_MAX];
+static void write_default(void *arg)
+{
+    (void)arg;
+    wrote = mp_stats_write_now(NULL, written, sizeof(written));
+}
+
+static void put(const char *path, const char *text, mode_t mode)
+{
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+    ck_assert_int_eq(chmod(path, mode), 0);
+}
+
+/* setuid/setgid: no MEMPOOL_* applies, and without the administrator's
+ * setting no file is written at all (quietly: that is the default). */
+START_TEST(secure_process_writes_no_file_by_default)
+{
+    start();
+    char dir[] = "/tmp/mempool-secure-XXXXXX", err[512];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    ck_assert_int_eq(chdir(dir), 0);
+    mp_stats_secure_mode = 1;
+    mp_setuid_conf_path = "/nonexistent/setuid-stats-dir";
+    capture_stderr(write_default, NULL, err, sizeof(err));
+    ck_assert(!wrote);
+    ck_assert_str_eq(err, "");
+    ck_assert_int_eq(rmdir(dir), 0); /* still empty */
+}
+END_TEST
+
+/* The setting names a directory only root can write: files go there; a
+ * setting or directory others can write is refused with one warning.
+ * (Ownership by root: only checkable when the tests run as root.) */
+START_TEST(secure_process_writes_where_root_says)
+{
+    if (geteuid() != 0)
+        return;
+    start();
+    char dir[] = "/tmp/mempool-secure-XXXXXX", conf[64], line[80], err[512];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    ck_assert_int_eq(chmod(dir, 0755), 0);
+    snprintf(conf, sizeof(conf), "%s.conf", dir);
+    snprintf(line, sizeof(line), "%s\n", dir);
+    put(conf, line, 0644);
+    mp_stats_secure_mode = 1;
+    mp_setuid_conf_path = conf;
+    capture_stderr(write_default, NULL, err, sizeof(err));
+    ck_assert(wrote);
+    ck_assert_str_eq(err, "");
+    ck_assert_int_eq(strncmp(written, dir, strlen(dir)), 0);
+    ck_assert_int_eq(unlink(written), 0);
+    ck_assert_int_eq(chmod(conf, 0666), 0); /* anyone could point it elsewhere */
+    capture_stderr(write_default, NULL, err, sizeof(err));
+    ck_assert(!wrote);
+    ck_assert_ptr_nonnull(strstr(err, "does not name a directory only root can write"));
+    ck_assert_int_eq(chmod(conf, 0644), 0);
+    ck_assert_int_eq(chmod(dir, 0777), 0); /* anyone could plant files there */
+    capture_stderr(write_default, NULL, err, sizeof(err));
+    ck_assert(!wrote);
+    mp_stats_secure_mode = 0; /* an ordinary process: the template as usual */
+    mp_setuid_conf_path = "/nonexistent";
+    unlink(conf);
+    ck_assert_int_eq(rmdir(dir), 0);
+}
+END_TEST
+
+static void dump_to(void *path) { wrote = mempool_stats_dump(path) == 0; }
+
+/* An existing file of another user, or a link, is never replaced. */
+START_TEST(foreign_file_is_left_alone)
+{
+    if (geteuid() != 0)
+        return;
+    start();
+    char dir[] = "/tmp/mempool-foreign-XXXXXX", path[64], link_path[64], err[512], buf[16] = "";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/theirs.json", dir);
+    put(path, "theirs", 0644);
+    ck_assert_int_eq(chown(path, 65534, 65534), 0);
+    capture_stderr(dump_to, path, err, sizeof(err));
+    ck_assert(!wrote);
+    ck_assert_ptr_nonnull(strstr(err, "it exists and is another user's file"));
+    FILE *f = fopen(path, "r");
+    ck_assert_ptr_nonnull(fgets(buf, sizeof(buf), f));
+    fclose(f);
+    ck_assert_str_eq(buf, "theirs");
+    snprintf(link_path, sizeof(link_path), "%s/link.json", dir);
+    ck_assert_int_eq(symlink(path, link_path), 0);
+    capture_stderr(dump_to, link_path, err, sizeof(err));
+    ck_assert(!wrote);
+    ck_assert_ptr_nonnull(strstr(err, "not a regular file"));
+    unlink(link_path);
+    unlink(path);
+    ck_assert_int_eq(rmdir(dir), 0); /* no temporary file left */
+}
+END_TEST
+
 static Suite *stats_suite(void)
 {
     Suite *s = suite_create("stats");
@@ -132,6 +248,9 @@ static Suite *stats_suite(void)
     tcase_add_test(tc, text_format);
     tcase_add_test(tc, path_template);
     tcase_add_test(tc, unwritable_directory_warns);
+    tcase_add_test(tc, secure_process_writes_no_file_by_default);
+    tcase_add_test(tc, secure_process_writes_where_root_says);
+    tcase_add_test(tc, foreign_file_is_left_alone);
     tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
     return s;
