@@ -175,7 +175,7 @@ static void *bypass_alloc(size_t size, size_t align, bool zero)
         flags |= MALLOCX_ZERO;
     bool sampled = counting && mp_callsite_sample_host(size);
     uint64_t t0 = sampled ? mp_now_ns() : 0;
-    void *p = je_mallocx(size ? size : 1, flags);
+    void *p = mp_je_fails() ? NULL : je_mallocx(size ? size : 1, flags);
     if (sampled && p != NULL)
         mp_callsite_record(MP_SITE_HOST, size, size, mp_now_ns() - t0);
     if (mp_unlikely(p != NULL && !in_heap(p))) {
@@ -231,7 +231,7 @@ static void *class_miss(unsigned cls)
      * page aligned, so aligned requests can be pooled too. */
     if (cs >= 16384)
         flags |= MALLOCX_ALIGN(mp_sc.align[cls]);
-    void *p = arena ? je_mallocx(cs, flags) : NULL;
+    void *p = arena && !mp_je_fails() ? je_mallocx(cs, flags) : NULL;
     if (mp_unlikely(p == NULL || ((uintptr_t)p & (mp_sc.align[cls] - 1)) != 0
                     || (uintptr_t)p - mp_heap.base >= mp_heap.class_span)) {
         /* Slot exhausted (or a block from elsewhere): serve it unpooled. */

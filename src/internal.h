@@ -283,6 +283,18 @@ uint64_t mp_debug_count(int kind);
 const char *mp_debug_kind_name(int kind);
 void mp_debug_reset(void);
 
+/* ---- fault.c: injected jemalloc failures (tests only) ------------------ */
+extern _Atomic unsigned mp_fault_je_permille; /* chance in 1000 that a jemalloc call fails */
+extern _Atomic uint64_t mp_fault_je_injected;
+bool mp_fault_je_hit(void);
+void mp_fault_je_seed(uint64_t seed);
+/* Whether the pool's next jemalloc allocation is to fail (one load when off). */
+static inline bool mp_je_fails(void)
+{
+    return mp_unlikely(atomic_load_explicit(&mp_fault_je_permille, memory_order_relaxed) != 0)
+           && mp_fault_je_hit();
+}
+
 /* ---- numa.c ------------------------------------------------------------- */
 /* 0 if blocks can be placed on node; -EINVAL (no such node), -ENOTSUP
  * (no NUMA, or the kernel refuses policies to this process). */

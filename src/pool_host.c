@@ -209,7 +209,7 @@ static int je_flags(const mp_hpool_t *hp)
 
 static void *raw_alloc(mp_hpool_t *hp, size_t bsize)
 {
-    void *p = je_mallocx(bsize, je_flags(hp));
+    void *p = mp_je_fails() ? NULL : je_mallocx(bsize, je_flags(hp));
     if (p != NULL && hp->cfg.numa >= 0)
         mp_numa_bind(p, bsize, hp->cfg.numa); /* best effort: placement, not correctness */
     return p;

@@ -3,6 +3,8 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -240,6 +242,41 @@ START_TEST(foreign_file_is_left_alone)
 }
 END_TEST
 
+/* A full disk (RLIMIT_FSIZE stands in: writes fail with EFBIG) and a
+ * read-only place: one warning each, no temporary file left, and the file
+ * that was there before is untouched. */
+START_TEST(full_or_read_only_target_warns)
+{
+    start();
+    char dir[] = "/tmp/mempool-full-XXXXXX", path[64], err[512], buf[16] = "";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/s.json", dir);
+    put(path, "before", 0600);
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit small = {1024, 1024}, saved;
+    getrlimit(RLIMIT_FSIZE, &saved);
+    ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &small), 0);
+    capture_stderr(dump_to, path, err, sizeof(err));
+    setrlimit(RLIMIT_FSIZE, &saved);
+    ck_assert(!wrote);
+    char want[160];
+    snprintf(want, sizeof(want), "mempool: cannot write stats file %s: File too large\n", path);
+    ck_assert_str_eq(err, want);
+    FILE *f = fopen(path, "r");
+    ck_assert_ptr_nonnull(fgets(buf, sizeof(buf), f));
+    fclose(f);
+    ck_assert_str_eq(buf, "before");
+    ck_assert_int_eq(unlink(path), 0);
+    ck_assert_int_eq(rmdir(dir), 0); /* the temporary file is gone too */
+    /* procfs takes no new files, not even from root. */
+    capture_stderr(dump_to, "/proc/mempool-stats.json", err, sizeof(err));
+    ck_assert(!wrote);
+    ck_assert_int_eq(strncmp(err, "mempool: cannot write stats file /proc/mempool-stats.json: ", 59), 0);
+    char *nl = strchr(err, '\n'); /* exactly one line */
+    ck_assert(nl != NULL && nl[1] == '\0');
+}
+END_TEST
+
 static Suite *stats_suite(void)
 {
     Suite *s = suite_create("stats");
@@ -251,6 +288,7 @@ static Suite *stats_suite(void)
     tcase_add_test(tc, secure_process_writes_no_file_by_default);
     tcase_add_test(tc, secure_process_writes_where_root_says);
     tcase_add_test(tc, foreign_file_is_left_alone);
+    tcase_add_test(tc, full_or_read_only_target_warns);
     tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
     return s;

@@ -24,6 +24,8 @@ typedef struct fake_cuda_counters {
     uint64_t capture_violations;
     uint64_t alloc_async, free_async;
     uint64_t memset, host_register, host_unregister;
+    /* Failures injected by fakecuSetFaults (not counted in mem_alloc & co.). */
+    uint64_t fault_alloc, fault_host_alloc, fault_event_record;
 } fake_cuda_counters_t;
 
 /* Driver (libcuda.so.1): a "kernel" on stream h that fills bytes at dst with
@@ -31,6 +33,10 @@ typedef struct fake_cuda_counters {
 CUresult fakecuLaunchFill(CUstream h, CUdeviceptr dst, int value, size_t bytes, unsigned delay_us);
 void fakecuSetCapacity(int device, size_t bytes);
 void fakecuSetAllocCost(unsigned us);
+/* Fail cuMemAlloc, cuMemHostAlloc and cuEventRecord at random, each with
+ * the given chance in 1000 (a real device out of memory, a driver error),
+ * from a seeded generator: the same seed fails the same calls. */
+void fakecuSetFaults(unsigned alloc_permille, unsigned event_permille, uint64_t seed);
 void fakecuCounters(fake_cuda_counters_t *out);
 size_t fakecuUsed(int device);
 

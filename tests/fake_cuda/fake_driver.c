@@ -18,6 +18,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -394,6 +395,27 @@ FAKE_EXPORT CUresult cuCtxSynchronize(void)
 
 static int cur_dev(void) { return current ? current->device : 0; }
 
+/* Injected faults (fakecuSetFaults); lock held. */
+static unsigned fault_alloc_permille, fault_event_permille;
+static uint64_t fault_rng;
+
+static bool fault_locked(unsigned permille)
+{
+    if (permille == 0)
+        return false;
+    fault_rng ^= fault_rng << 13, fault_rng ^= fault_rng >> 7, fault_rng ^= fault_rng << 17;
+    return fault_rng % 1000 < permille;
+}
+
+FAKE_EXPORT void fakecuSetFaults(unsigned alloc_permille, unsigned event_permille, uint64_t seed)
+{
+    pthread_mutex_lock(&lock);
+    fault_alloc_permille = alloc_permille;
+    fault_event_permille = event_permille;
+    fault_rng = seed | 1;
+    pthread_mutex_unlock(&lock);
+}
+
 FAKE_EXPORT CUresult cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytes)
 {
     if (!dptr || bytes == 0)
@@ -401,6 +423,11 @@ FAKE_EXPORT CUresult cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytes)
     pay_cost();
     pthread_mutex_lock(&lock);
     init_locked();
+    if (fault_locked(fault_alloc_permille)) {
+        counters.fault_alloc++;
+        pthread_mutex_unlock(&lock);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
     counters.mem_alloc++;
     int d = cur_dev();
     if (used[d] + bytes > capacity[d]) {
@@ -464,6 +491,11 @@ FAKE_EXPORT CUresult cuMemHostAlloc(void **pp, size_t bytes, unsigned int flags)
     pay_cost();
     pthread_mutex_lock(&lock);
     init_locked();
+    if (fault_locked(fault_alloc_permille)) {
+        counters.fault_host_alloc++;
+        pthread_mutex_unlock(&lock);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
     counters.host_alloc++;
     void *p = NULL;
     if (posix_memalign(&p, 4096, bytes ? bytes : 1) != 0) {
@@ -612,6 +644,11 @@ FAKE_EXPORT CUresult cuEventRecord(CUevent h, CUstream s)
     if (!h)
         return CUDA_ERROR_INVALID_HANDLE;
     pthread_mutex_lock(&lock);
+    if (fault_locked(fault_event_permille)) {
+        counters.fault_event_record++;
+        pthread_mutex_unlock(&lock);
+        return CUDA_ERROR_LAUNCH_FAILED;
+    }
     counters.event_record++;
     if (captures && (s == NULL || s == CU_STREAM_LEGACY)) {
         counters.capture_violations++;

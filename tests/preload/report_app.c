@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define NOINLINE __attribute__((noinline))
 
@@ -108,6 +109,18 @@ int main(int argc, char **argv)
         }
         printf("%s usr1=%d\n", bad ? "CORRUPT" : "ok", (int)usr1_seen);
         return bad != 0;
+    }
+    if (strcmp(mode, "exit-busy") == 0) {
+        /* exit() while 4 threads are still allocating: the stats are
+         * written and the process ends, with no crash and no hang. */
+        churn_until = now() + 3600;
+        pthread_t t[4];
+        for (int i = 0; i < 4; i++)
+            pthread_create(&t[i], NULL, churn, (void *)(uintptr_t)(i + 1));
+        usleep(argc > 2 ? (useconds_t)atoi(argv[2]) : 50000);
+        puts("exiting");
+        fflush(stdout);
+        exit(0);
     }
     return 2;
 }

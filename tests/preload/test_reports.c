@@ -144,6 +144,21 @@ START_TEST(interval_dumps_and_the_final_report)
 }
 END_TEST
 
+/* exit() while threads still allocate, 20 times with different delays:
+ * every run ends at once with status 0 and a complete, final stats file. */
+START_TEST(exit_while_threads_allocate)
+{
+    for (int i = 0; i < 20; i++) {
+        char args[64];
+        snprintf(args, sizeof(args), "exit-busy %d", 1000 + i * 7919 % 90000);
+        ck_assert_int_eq(run_and_check("", args,
+            "assert out == \"exiting\\n\", out\n"
+            "assert d[\"process\"][\"final\"] is True\n"
+            "assert d[\"kinds\"][\"host\"][\"totals\"][\"requests\"] > 0\n"), 0);
+    }
+}
+END_TEST
+
 START_TEST(host_timeline_when_asked)
 {
     ck_assert_int_eq(run_and_check("MEMPOOL_TIMELINE_HOST=1 MEMPOOL_TIMELINE_INTERVAL=50", "churn 0.6",
@@ -169,6 +184,7 @@ static Suite *reports_suite(void)
     tcase_add_test(tc, signal_dumps_during_heavy_allocation);
     tcase_add_test(tc, interval_dumps_and_the_final_report);
     tcase_add_test(tc, host_timeline_when_asked);
+    tcase_add_test(tc, exit_while_threads_allocate);
     tcase_set_timeout(tc, 120);
     suite_add_tcase(s, tc);
     return s;
