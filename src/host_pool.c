@@ -296,7 +296,8 @@ static void shared_put(unsigned cls, void *const *blocks, uint64_t n)
     if (room > byte_room)
         room = byte_room;
     uint64_t keep = n < room ? n : room;
-    memcpy(sp->slots + count, blocks, keep * sizeof(void *));
+    if (keep) /* slots is NULL for a pool of capacity 0: no memcpy(NULL, .., 0) */
+        memcpy(sp->slots + count, blocks, keep * sizeof(void *));
     sp->count = count + keep;
     atomic_fetch_add_explicit(&shared_bytes, keep * cs, memory_order_relaxed);
     pthread_mutex_unlock(&sp->lock);
@@ -678,7 +679,8 @@ size_t mp_host_trim(void)
             pthread_mutex_lock(&sp->lock);
             uint64_t count = sp->count;
             uint64_t n = count < 256 ? count : 256;
-            memcpy(batch, sp->slots + count - n, n * sizeof(void *));
+            if (n)
+                memcpy(batch, sp->slots + count - n, n * sizeof(void *));
             sp->count = count - n;
             atomic_fetch_sub(&shared_bytes, n * mp_sc.size[c]);
             pthread_mutex_unlock(&sp->lock);
