@@ -63,6 +63,8 @@ const char *mp_debug_kind_name(int kind) { return kind_names[kind]; }
 
 uint64_t mp_debug_count(int kind) { return atomic_load_explicit(&findings[kind], memory_order_relaxed); }
 
+void mp_debug_count_add(int kind) { atomic_fetch_add_explicit(&findings[kind], 1, memory_order_relaxed); }
+
 void mp_debug_reset(void)
 {
     for (int k = 0; k < MP_DEBUG_KINDS; k++)

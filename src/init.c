@@ -53,6 +53,7 @@ static void fork_child(void)
     mp_device_fork_child();
     mp_pressure_fork_child();
     mp_stats_reset();
+    mp_debug_reset();
     mp_callsite_reset();
     mp_timeline_reset();
     mp_stats_write_fork_child();

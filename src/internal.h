@@ -280,6 +280,8 @@ size_t mp_debug_usable(const void *p, size_t usable);
 void mp_debug_finding(int kind, const char *then, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 uint64_t mp_debug_count(int kind);
+/* Count a finding reported elsewhere (outside debug mode: no abort). */
+void mp_debug_count_add(int kind);
 const char *mp_debug_kind_name(int kind);
 void mp_debug_reset(void);
 
@@ -309,6 +311,9 @@ int mp_numa_node_of(const void *p);
 void mp_stats_reset(void); /* after fork, in the child */
 /* Write the stats file (and the summary) now; safe to call more than once. */
 void mp_stats_write_exit(void);
+/* _exit()/_Exit(): the stats file of a fork() child that is alone in its
+ * process (multiprocessing workers end this way); nothing otherwise. */
+void mp_stats_write_at__exit(void);
 /* Write the stats file now to path (NULL: the MEMPOOL_STATS_FILE template);
  * the path written goes to out.  Returns false (after one warning) on failure. */
 bool mp_stats_write_now(const char *path, char *out, size_t cap);

@@ -395,6 +395,14 @@ int mp_api_release_error(mempool_t *pool, const void *p, bool twice)
     atomic_fetch_add_explicit(&pool->release_errors, 1, memory_order_relaxed);
     char buf[64];
     const char *owner = twice ? NULL : owner_name(pool, p, buf, sizeof(buf));
+    if (mp_debug_on) { /* the same finding, with the call site, then MEMPOOL_DEBUG_ACTION */
+        mp_debug_finding(twice ? MP_DEBUG_DOUBLE_FREE : MP_DEBUG_WRONG_POOL, "the release is ignored",
+                         "mempool_release(%s, %p): %s%s", pool->name, p,
+                         twice ? "released twice" : owner ? "the block belongs to pool " : "not a block "
+                         "this pool handed out (released twice, or never acquired)", owner ? owner : "");
+        return -EINVAL;
+    }
+    mp_debug_count_add(twice ? MP_DEBUG_DOUBLE_FREE : MP_DEBUG_WRONG_POOL);
     if (twice)
         mp_log(MP_LOG_ERROR, "mempool_release(%s, %p): released twice; ignored", pool->name, p);
     else if (owner)

@@ -8,8 +8,10 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/auxv.h>
@@ -934,8 +936,45 @@ bool mp_stats_write_api(const char *path_or_null, char *path, size_t cap)
     return ok;
 }
 
+/* The pid of this process if it is a child of fork() (our handler ran in
+ * it), else 0.  A vfork() child runs no handler: it sees its parent's
+ * value, which is never its own pid. */
+static _Atomic int forked_pid;
+
+/* Threads of this process, from /proc (no allocation); 0 if unknown. */
+static int thread_count(void)
+{
+    char buf[2048];
+    int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    buf[n > 0 ? n : 0] = '\0';
+    const char *t = strstr(buf, "\nThreads:");
+    return t ? atoi(t + 9) : 0;
+}
+
+void mp_stats_write_at__exit(void)
+{
+    /* Only a fork() child alone in its process: what multiprocessing's
+     * workers and many servers' children are.  Never a vfork() child (it
+     * shares its parent's memory), never with other threads (one could hold
+     * a pool lock forever), never from inside the shim (a signal handler
+     * calling _exit while this thread is in malloc). */
+    if (mp_tls_guard || atomic_load(&forked_pid) != (int)getpid() || thread_count() != 1)
+        return;
+    /* The process is leaving anyway: a SIGTERM (a pool's terminate()) waits
+     * the few milliseconds of the write, so no half-written file is left. */
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    mp_stats_write_exit();
+}
+
 void mp_stats_write_fork_child(void)
 {
+    atomic_store(&forked_pid, (int)getpid());
     pthread_mutex_init(&write_lock, NULL); /* the dump thread may have held it */
     dump_seq = 0;
     exiting = false;

@@ -594,6 +594,42 @@ START_TEST(default_pools_follow_the_option)
 }
 END_TEST
 
+/* MEMPOOL_DEBUG in the core: a release to the wrong pool, a second release
+ * and a second free() are findings, counted, and (continue) ignored; the
+ * blocks stay usable and are handed out once. */
+START_TEST(debug_mode_findings)
+{
+    setenv("MEMPOOL_DEBUG", "1", 1);
+    setenv("MEMPOOL_DEBUG_ACTION", "continue", 1);
+    setenv("MEMPOOL_LOG_LEVEL", "none", 1);
+    start();
+    ck_assert(mp_debug_on);
+    mempool_t *a = make(0, 0, 0, 0, 0, 0), *b = make(0, 0, 0, 0, 0, 0);
+    char *p = mempool_acquire(a, 100);
+    ck_assert_ptr_nonnull(p);
+    ck_assert_int_eq(mempool_release(b, p), -EINVAL);
+    ck_assert_uint_eq(mp_debug_count(MP_DEBUG_WRONG_POOL), 1);
+    ck_assert_int_eq(mempool_release(a, p), 0);
+    ck_assert_int_eq(mempool_release(a, p), -EINVAL);
+    ck_assert_uint_eq(mp_debug_count(MP_DEBUG_DOUBLE_FREE), 1);
+    char *m = mp_malloc(100);
+    ck_assert_uint_eq(mp_usable_size(m), 100); /* the request, not the class */
+    m[100] = 1;                                 /* one past the end */
+    mp_free(m);
+    ck_assert_uint_eq(mp_debug_count(MP_DEBUG_OVERFLOW), 1);
+    mp_free(m);
+    ck_assert_uint_eq(mp_debug_count(MP_DEBUG_DOUBLE_FREE), 2);
+    char *n1 = mp_malloc(100), *n2 = mp_malloc(100);
+    ck_assert_ptr_eq(n1, m); /* reused once, */
+    ck_assert_ptr_ne(n2, m); /* not twice */
+    ck_assert_uint_eq(mp_debug_count(MP_DEBUG_USE_AFTER_FREE), 0);
+    mp_free(n1);
+    mp_free(n2);
+    ck_assert_int_eq(mempool_destroy(a), 0);
+    ck_assert_int_eq(mempool_destroy(b), 0);
+}
+END_TEST
+
 /* ---- threads ----------------------------------------------------------------------------- */
 
 #define NPOOLS 4
@@ -971,6 +1007,7 @@ static Suite *api_suite(void)
     tcase_add_test(tc, pressure_monitor_thread_trims);
     tcase_add_test(tc, default_pools_follow_the_option);
     tcase_add_test(tc, too_many_pools);
+    tcase_add_test(tc, debug_mode_findings);
     suite_add_tcase(s, tc);
     TCase *th = tcase_create("threads"); /* also under ASan+UBSan and TSan */
     tcase_set_timeout(th, 120);

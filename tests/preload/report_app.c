@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -109,6 +110,31 @@ int main(int argc, char **argv)
         }
         printf("%s usr1=%d\n", bad ? "CORRUPT" : "ok", (int)usr1_seen);
         return bad != 0;
+    }
+    if (strcmp(mode, "fork-exit") == 0) {
+        /* 3 fork() children leave with _exit (a file each), a vfork()
+         * child with _exit (no file: it shares our memory), and a fork()
+         * child with a second thread leaves with _exit (no file). */
+        for (int i = 0; i < 3; i++)
+            if (fork() == 0) {
+                for (int k = 0; k < 1000; k++)
+                    free(malloc(64 + (size_t)k));
+                _exit(0);
+            }
+        pid_t v = vfork();
+        if (v == 0)
+            _exit(0);
+        if (fork() == 0) {
+            pthread_t t;
+            churn_until = now() + 0.2;
+            pthread_create(&t, NULL, churn, (void *)1);
+            usleep(1000);
+            _exit(0);
+        }
+        while (wait(NULL) > 0)
+            ;
+        puts("ok");
+        return 0;
     }
     if (strcmp(mode, "exit-busy") == 0) {
         /* exit() while 4 threads are still allocating: the stats are

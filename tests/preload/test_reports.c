@@ -159,6 +159,25 @@ START_TEST(exit_while_threads_allocate)
 }
 END_TEST
 
+/* A fork() child that leaves with _exit() alone in its process writes its
+ * file (multiprocessing's workers do this); a vfork() child and a child
+ * with other threads do not: 1 + 3 files, each final. */
+START_TEST(fork_children_leaving_with__exit)
+{
+    char cmd[4096];
+    snprintf(cmd, sizeof(cmd),
+             "cd %s && MEMPOOL_STATS_FILE=%s/f.%%p.json LD_PRELOAD=%s %s fork-exit > out 2> err"
+             " && test ! -s err && test \"$(cat out)\" = ok && python3 -c 'import glob,json\n"
+             "f = [json.load(open(x)) for x in glob.glob(\"f.*.json\")]\n"
+             "assert len(f) == 4, len(f)\n"
+             "assert all(d[\"process\"][\"final\"] for d in f)\n"
+             "kids = [d for d in f if d[\"kinds\"][\"host\"][\"totals\"][\"requests\"] >= 1000]\n"
+             "assert len(kids) >= 3, len(kids)' && test -z \"$(ls | grep tmp)\"",
+             dir, dir, getenv("MP_PRELOAD"), getenv("MP_REPORT_APP"));
+    ck_assert_int_eq(shell(cmd), 0);
+}
+END_TEST
+
 START_TEST(host_timeline_when_asked)
 {
     ck_assert_int_eq(run_and_check("MEMPOOL_TIMELINE_HOST=1 MEMPOOL_TIMELINE_INTERVAL=50", "churn 0.6",
@@ -185,6 +204,7 @@ static Suite *reports_suite(void)
     tcase_add_test(tc, interval_dumps_and_the_final_report);
     tcase_add_test(tc, host_timeline_when_asked);
     tcase_add_test(tc, exit_while_threads_allocate);
+    tcase_add_test(tc, fork_children_leaving_with__exit);
     tcase_set_timeout(tc, 120);
     suite_add_tcase(s, tc);
     return s;
