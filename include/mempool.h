@@ -202,7 +202,10 @@ void *mempool_acquire(mempool_t *pool, size_t size);
  * Returns 0, or -EINVAL for a pointer this pool does not hold: released
  * twice, from another pool, or never acquired (the block is left alone;
  * custom pools always detect this, the default host pool only with the
- * preload's debug checks).
+ * preload's debug checks).  One case needs MEMPOOL_DEBUG=1 even in custom
+ * pools: two threads releasing the same block at the same instant (without
+ * it the hit path checks and sets the block's state with a load and a
+ * store, not a compare-and-swap, and both releases can pass).
  */
 int mempool_release(mempool_t *pool, void *ptr);
 

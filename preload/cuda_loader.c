@@ -8,21 +8,11 @@
 #include <stdint.h>
 
 #include "cuda_hooks.h"
-
-#define MP_EXPORT __attribute__((visibility("default")))
-#pragma GCC diagnostic ignored "-Wmissing-prototypes"
+#include "export.h"
 
 /* Every other lookup must reach glibc from our caller's frame: dlsym with
  * RTLD_NEXT resolves relative to its return address, so this is a tail
  * call (checked by tests/fake_cuda/test_cuda_preload.c). */
-#if defined(__clang__)
-#define MP_TAIL __attribute__((musttail))
-#define MP_TAIL_FN
-#else
-#define MP_TAIL
-#define MP_TAIL_FN __attribute__((optimize("O2", "optimize-sibling-calls")))
-#endif
-
 MP_EXPORT MP_TAIL_FN void *dlsym(void *handle, const char *name)
 {
     if (mp_unlikely(handle != RTLD_NEXT && mp_cuda_name_maybe(name)))

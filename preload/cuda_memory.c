@@ -11,9 +11,7 @@
 #include <string.h>
 
 #include "cuda_hooks.h"
-
-#define MP_EXPORT __attribute__((visibility("default")))
-#pragma GCC diagnostic ignored "-Wmissing-prototypes"
+#include "export.h"
 
 typedef void *stream_t;
 

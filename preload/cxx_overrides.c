@@ -7,11 +7,7 @@
 #include <stddef.h>
 
 #include "host_inline.h"
-
-#define MP_EXPORT __attribute__((visibility("default")))
-/* These names are the interposed ABI itself; their prototypes are libc's
- * and libstdc++'s, not headers of ours. */
-#pragma GCC diagnostic ignored "-Wmissing-prototypes"
+#include "export.h"
 
 typedef struct nothrow_t nothrow_t; /* std::nothrow_t: only its address is passed */
 

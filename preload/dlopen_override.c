@@ -7,17 +7,7 @@
 #include <dlfcn.h>
 
 #include "internal.h"
-
-#define MP_EXPORT __attribute__((visibility("default")))
-#pragma GCC diagnostic ignored "-Wmissing-prototypes"
-
-#if defined(__clang__)
-#define MP_TAIL __attribute__((musttail))
-#define MP_TAIL_FN
-#else
-#define MP_TAIL
-#define MP_TAIL_FN __attribute__((optimize("O2", "optimize-sibling-calls")))
-#endif
+#include "export.h"
 
 MP_EXPORT MP_TAIL_FN void *dlopen(const char *file, int mode)
 {

@@ -11,6 +11,7 @@
 
 #include "callsite.h"
 #include "cuda_hooks.h"
+#include "export.h"
 #include "internal.h"
 
 __attribute__((constructor)) static void mp_preload_start(void)
@@ -25,8 +26,6 @@ __attribute__((destructor)) static void mp_preload_exit(void) { mp_stats_write_e
 /* _exit skips destructors: a fork() child that leaves this way (Python's
  * multiprocessing workers, servers' children) still writes its file; the
  * core decides when that is safe.  glibc's own _exit is then the syscall. */
-#define MP_EXPORT __attribute__((visibility("default")))
-#pragma GCC diagnostic ignored "-Wmissing-prototypes"
 typedef void (*exit_fn)(int);
 
 __attribute__((noreturn)) static void leave(const char *name, int status)

@@ -8,11 +8,7 @@
 #include <stddef.h>
 
 #include "host_inline.h"
-
-#define MP_EXPORT __attribute__((visibility("default")))
-/* These names are the interposed ABI itself; their prototypes are libc's
- * and libstdc++'s, not headers of ours. */
-#pragma GCC diagnostic ignored "-Wmissing-prototypes"
+#include "export.h"
 
 MP_EXPORT void *malloc(size_t size) { return mp_malloc(size); }
 MP_EXPORT void free(void *p) { mp_free(p); }

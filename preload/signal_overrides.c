@@ -6,8 +6,7 @@
 #include <signal.h>
 
 #include "internal.h"
-
-#define MP_EXPORT __attribute__((visibility("default")))
+#include "export.h"
 
 /* glibc's public alias of sigaction: no dlsym, which would not be safe
  * in a signal handler or before the shim is initialised. */

@@ -38,9 +38,7 @@ mp_dlsym_fn mp_real_dlsym(void)
 {
     mp_dlsym_fn f = atomic_load_explicit(&real_dlsym, memory_order_acquire);
     if (f == NULL) {
-        void *p = dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.34");
-        if (p == NULL)
-            p = dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.2.5");
+        void *p = mp_glibc_next("dlsym");
         memcpy(&f, &p, sizeof(p));
         atomic_store_explicit(&real_dlsym, f, memory_order_release);
     }

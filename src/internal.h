@@ -173,6 +173,9 @@ void mp_libc_free(void *p);
  * while the shim serves the malloc family (see sys_alloc.c). */
 typedef void *(*mp_dlopen_fn)(const char *file, int mode);
 mp_dlopen_fn mp_real_dlopen(void);
+/* glibc's own dlopen/dlsym behind ours: the GLIBC_2.34 version (libdl
+ * merged into libc), else the older one.  NULL if neither is found. */
+void *mp_glibc_next(const char *name);
 int mp_dlopen_mode(const char *file, int mode);
 
 /* ---- init.c ------------------------------------------------------------- */

@@ -33,7 +33,10 @@ struct mempool {
     double threshold;
     char name[64];
     mp_hpool_t *host;  /* custom host pool */
-    mp_hpool_t *quiet; /* = host when no monitor watches it: the inline release path */
+    /* = host where the inline hit paths apply: a plain pool (no limit, no
+     * zeroing) for acquire; for release also no monitor to wake and no
+     * MEMPOOL_DEBUG (whose release check is a compare-and-swap). */
+    mp_hpool_t *fast_acq, *fast_rel;
     int didx;          /* custom device/pinned pool (device_pool.c index) */
     mp_cu_context ctx; /* its device's primary context (retained) */
     _Atomic uint64_t release_errors, pressure_events;
@@ -43,9 +46,12 @@ static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
 static mempool_t *registry[API_POOLS];
 static unsigned created; /* pools ever created: default names */
 static mempool_t defaults[3] = {
-    {API_MAGIC, true, MEMPOOL_KIND_HOST, 0, -1, -1, 0, "host-default", NULL, NULL, -1, NULL, 0, 0},
-    {API_MAGIC, true, MEMPOOL_KIND_PINNED, 0, 0, -1, 0, "pinned-default", NULL, NULL, -1, NULL, 0, 0},
-    {API_MAGIC, true, MEMPOOL_KIND_DEVICE, 0, 0, -1, 0, "device-default", NULL, NULL, -1, NULL, 0, 0},
+    {.magic = API_MAGIC, .is_default = true, .kind = MEMPOOL_KIND_HOST, .device = -1, .numa = -1,
+     .name = "host-default", .didx = -1},
+    {.magic = API_MAGIC, .is_default = true, .kind = MEMPOOL_KIND_PINNED, .device = 0, .numa = -1,
+     .name = "pinned-default", .didx = -1},
+    {.magic = API_MAGIC, .is_default = true, .kind = MEMPOOL_KIND_DEVICE, .device = 0, .numa = -1,
+     .name = "device-default", .didx = -1},
 };
 
 static const char *kind_name(mempool_kind_t k)
@@ -235,7 +241,10 @@ MP_PUBLIC int mempool_create(const mempool_config_t *cfg, mempool_t **out)
             .zero = (c.flags & MEMPOOL_ZERO_ON_RELEASE) != 0,
         };
         err = mp_hpool_create(&h, &p->host);
-        p->quiet = p->threshold > 0 ? NULL : p->host;
+        if (err == 0 && p->host->plain) {
+            p->fast_acq = p->host;
+            p->fast_rel = p->threshold > 0 || mp_debug_on ? NULL : p->host;
+        }
     } else {
         err = open_cuda_pool(p, &c);
     }
@@ -339,13 +348,20 @@ static MP_NOINLINE void *acquire(mempool_t *pool, size_t size, mempool_stream_t 
     return (void *)(uintptr_t)d;
 }
 
-MP_PUBLIC void *mempool_acquire(mempool_t *pool, size_t size)
+/* Everything but a plain custom host pool: out of line, so that its hit
+ * path in mempool_acquire needs no stack frame. */
+static MP_NOINLINE void *acquire_other(mempool_t *pool, size_t size)
 {
-    if (mp_likely(valid(pool) && pool->host != NULL)) /* a custom host pool: the hit path */
-        return mp_hpool_acquire(pool->host, size);
     if (pool == &defaults[MEMPOOL_KIND_HOST]) /* the malloc pools: their hit path */
         return mp_malloc(size ? size : 1); /* sets errno like malloc */
     return acquire(pool, size, NULL, false);
+}
+
+MP_PUBLIC void *mempool_acquire(mempool_t *pool, size_t size)
+{
+    if (mp_likely(valid(pool) && pool->fast_acq != NULL)) /* a custom host pool: the hit path */
+        return mp_hpool_acquire_(pool->fast_acq, size, true);
+    return acquire_other(pool, size);
 }
 
 MP_PUBLIC void *mempool_acquire_async(mempool_t *pool, size_t size, mempool_stream_t stream)
@@ -459,17 +475,23 @@ static int release_block(mempool_t *pool, void *ptr, mempool_stream_t stream, bo
     return r == 0 ? 0 : mp_api_release_error(pool, ptr, false);
 }
 
-MP_PUBLIC int mempool_release(mempool_t *pool, void *ptr)
+/* As acquire_other. */
+static MP_NOINLINE int release_other(mempool_t *pool, void *ptr)
 {
-    /* A custom host pool without a monitor to wake: the hit path. */
-    if (mp_likely(valid(pool) && pool->quiet != NULL && ptr != NULL))
-        return mp_hpool_release(pool->quiet, ptr, pool);
     if (pool == &defaults[MEMPOOL_KIND_HOST] && mp_opt(MP_OPT_PRESSURE_THRESHOLD) == 0
         && mp_ptr_kind(ptr, &(unsigned){0}) <= MP_PTR_BYPASS) {
         mp_free(ptr); /* a block of the malloc pools, no monitor to wake */
         return 0;
     }
     return release(pool, ptr, NULL, false);
+}
+
+MP_PUBLIC int mempool_release(mempool_t *pool, void *ptr)
+{
+    /* A plain custom host pool without a monitor to wake: the hit path. */
+    if (mp_likely(valid(pool) && pool->fast_rel != NULL)) /* ptr NULL too */
+        return mp_hpool_release_(pool->fast_rel, ptr, pool, true);
+    return release_other(pool, ptr);
 }
 
 MP_PUBLIC int mempool_release_async(mempool_t *pool, void *ptr, mempool_stream_t stream)

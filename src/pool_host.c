@@ -37,8 +37,9 @@
 #include "jemalloc_private.h"
 #include "pool_host.h"
 
-_Thread_local api_tls_t *mp_tls_api __attribute__((tls_model("initial-exec")));
-static api_tls_t tls_dead; /* exited threads: stamp 0 never matches, no cache */
+static api_tls_t tls_none; /* threads without caches yet: stamp 0 never matches */
+static api_tls_t tls_dead; /* exited threads: the same, and none is made */
+_Thread_local api_tls_t *mp_tls_api __attribute__((tls_model("initial-exec"))) = &tls_none;
 static pthread_mutex_t life_lock = PTHREAD_MUTEX_INITIALIZER; /* slots, caches' lifetime */
 static mp_hpool_t *slot_pool[HPOOL_SLOTS];
 static _Atomic uint64_t next_stamp = 1;
@@ -68,6 +69,7 @@ static htab_t *tab_push(mp_hpool_t *hp)
         return NULL;
     n->older = t;
     n->cap = cap;
+    n->mask = cap - 1;
     n->map_size = len;
     atomic_store_explicit(&hp->tab, n, memory_order_release);
     return n;
@@ -323,7 +325,7 @@ static void tc_retire(mp_hpool_t *hp, mp_htc_t *tc)
     tc_flush(hp, tc);
     MP_BUMP(hp->retired.req_bytes, MP_LOAD(tc->c.req_bytes));
     for (unsigned c = 0; c < MP_CLASS_MAX; c++) {
-        uint64_t h = MP_LOAD(tc->hits[c]);
+        uint64_t h = MP_LOAD(tc->bin[c].hits);
         MP_BUMP(hp->retired.hits, h);
         MP_BUMP(hp->retired.hit_bytes, h * hp->bsize[c]);
     }
@@ -365,7 +367,7 @@ static MP_NOINLINE mp_htc_t *tc_attach(mp_hpool_t *hp)
     api_tls_t *t = mp_tls_api;
     if (t == &tls_dead)
         return NULL;
-    if (t == NULL) {
+    if (t == &tls_none) {
         pthread_once(&tls_once, tls_key_init);
         if (tls_key == (pthread_key_t)-1 || (t = map(page_round(sizeof(*t)))) == NULL)
             return NULL;
@@ -443,6 +445,10 @@ int mp_hpool_create(const mp_hpool_cfg_t *cfg, mp_hpool_t **out)
         munmap(hp, len);
         return -EINVAL;
     }
+    if (tab_push(hp) == NULL) { /* the lookups count on a table */
+        mp_hpool_destroy(hp);
+        return -ENOMEM;
+    }
     *out = hp;
     return 0;
 }
@@ -504,7 +510,7 @@ static MP_NOINLINE void *alloc_slow(mp_hpool_t *hp, mp_htc_t *tc, size_t size)
             mp_hpool_lim_drop(hp, bsize);
         atomic_store_explicit(&e->w, entry_ptr(e) | W_LIVE, memory_order_release);
         if (tc) {
-            MP_BUMP(tc->hits[cls], 1);
+            MP_BUMP(tc->bin[cls].hits, 1);
         } else {
             MP_BUMP(c->hits, 1);
             MP_BUMP(c->hit_bytes, bsize);
@@ -659,7 +665,11 @@ void mp_hpool_fork_release(void)
     pthread_mutex_unlock(&life_lock);
 }
 
-int mp_hpool_holds(mp_hpool_t *hp, const void *p) { return mp_hpool_find(hp, (uintptr_t)p) != NULL; }
+int mp_hpool_holds(mp_hpool_t *hp, const void *p)
+{
+    uintptr_t w = 0;
+    return mp_hpool_find_w(hp, (uintptr_t)p, &w) != NULL && (w & ~W_STATE) != 0;
+}
 
 void mp_hpool_stats(mp_hpool_t *hp, mp_device_stats_t *out)
 {
@@ -670,7 +680,7 @@ void mp_hpool_stats(mp_hpool_t *hp, mp_device_stats_t *out)
     out->hit_bytes = MP_LOAD(hp->retired.hit_bytes);
     for (mp_htc_t *t = hp->tcs; t; t = t->next)
         for (unsigned c = 0; c < MP_CLASS_MAX; c++) {
-            uint64_t h = MP_LOAD(t->hits[c]);
+            uint64_t h = MP_LOAD(t->bin[c].hits);
             out->hits += h;
             out->hit_bytes += h * hp->bsize[c];
         }

@@ -27,7 +27,7 @@ typedef struct hentry {
 
 typedef struct htab {
     struct htab *older;
-    size_t cap, used, gone, map_size;
+    size_t cap, mask, used, gone, map_size; /* mask = cap - 1 */
     hentry_t e[];
 } htab_t;
 
@@ -47,8 +47,12 @@ typedef struct hcount {
     _Atomic int64_t in_use;
 } hcount_t;
 
+/* One class of a thread cache: 256 bytes, the hit path's one or two
+ * cache lines. */
 typedef struct tbin {
-    _Alignas(256) uint32_t n, cap; /* cap 0: not thread-cached, or not sized yet */
+    _Alignas(256) uint32_t n;
+    uint32_t cap;              /* 0: not thread-cached, or not sized yet */
+    _Atomic uint64_t hits;     /* blocks this bin handed out */
     struct {
         hentry_t *e;
         uintptr_t p; /* e's block: no load of the entry on a hit */
@@ -56,8 +60,7 @@ typedef struct tbin {
 } tbin_t;
 
 typedef struct mp_htc {
-    tbin_t bin[MP_CLASS_MAX];
-    _Atomic uint64_t hits[MP_CLASS_MAX];
+    tbin_t bin[MP_CLASS_MAX + 1]; /* bin[MP_CLASS_NONE] stays empty, cap 0: no class test on the hit path */
     hcount_t c;
     int64_t high;   /* this thread's highest in_use so far */
     uint64_t stamp; /* the pool's stamp when this cache was last flushed */
@@ -102,6 +105,8 @@ typedef struct api_tls {
     uint64_t gen[HPOOL_SLOTS];
 } api_tls_t;
 
+/* Never NULL: a thread without caches points at an empty one whose stamps
+ * (0) match no pool, so the hit path has no NULL test. */
 extern _Thread_local api_tls_t *mp_tls_api __attribute__((tls_model("initial-exec")));
 
 /* pool_host.c: the paths off the hit path. */
@@ -140,18 +145,31 @@ static inline size_t mp_hash_ptr(uintptr_t p, size_t cap)
     return (size_t)((p >> 4) * 0x9E3779B97F4A7C15ull) & (cap - 1);
 }
 
-/* Lock-free: tables are never moved or freed while the pool lives. */
-static inline hentry_t *mp_hpool_find(mp_hpool_t *hp, uintptr_t p)
+/* Lock-free: tables are never moved or freed while the pool lives, and a
+ * pool has one from its creation.  *wp: the entry's word as read.  p == 0
+ * "finds" an empty or removed entry (its word has no address): the callers
+ * refuse it as not live. */
+static inline hentry_t *mp_hpool_find_w(mp_hpool_t *hp, uintptr_t p, uintptr_t *wp)
 {
-    for (htab_t *t = atomic_load_explicit(&hp->tab, memory_order_acquire); t; t = t->older)
-        for (size_t i = mp_hash_ptr(p, t->cap);; i = (i + 1) & (t->cap - 1)) {
+    htab_t *t = atomic_load_explicit(&hp->tab, memory_order_acquire);
+    do {
+        for (size_t i = mp_hash_ptr(p, t->mask + 1);; i = (i + 1) & t->mask) {
             uintptr_t w = atomic_load_explicit(&t->e[i].w, memory_order_acquire);
+            if ((w & ~W_STATE) == p) {
+                *wp = w;
+                return &t->e[i];
+            }
             if (w == W_EMPTY)
                 break;
-            if ((w & ~W_STATE) == p)
-                return &t->e[i];
         }
+    } while ((t = t->older) != NULL);
     return NULL;
+}
+
+static inline hentry_t *mp_hpool_find(mp_hpool_t *hp, uintptr_t p)
+{
+    uintptr_t w;
+    return mp_hpool_find_w(hp, p, &w);
 }
 
 /* The calling thread's cache when it can be used without a flush. */
@@ -159,14 +177,18 @@ static inline mp_htc_t *mp_hpool_tc(mp_hpool_t *hp)
 {
     api_tls_t *t = mp_tls_api;
     unsigned s = hp->slot;
-    if (mp_likely(t != NULL && t->slot[s].stamp == atomic_load_explicit(&hp->stamp, memory_order_relaxed)))
-        return t->slot[s].tc;
+    if (mp_likely(t->slot[s].stamp == atomic_load_explicit(&hp->stamp, memory_order_relaxed))) {
+        mp_htc_t *tc = t->slot[s].tc;
+        if (tc == NULL) /* a slot's stamp is set only once it has a cache: no test on the hit path */
+            __builtin_unreachable();
+        return tc;
+    }
     return NULL;
 }
 
 /* A hit from the thread cache's non-empty bin of class cls. */
-__attribute__((always_inline)) static inline void *mp_hpool_tc_pop(mp_hpool_t *hp, mp_htc_t *tc, unsigned cls,
-                                                                  size_t size)
+__attribute__((always_inline)) static inline void *mp_hpool_tc_pop_(mp_hpool_t *hp, mp_htc_t *tc, unsigned cls,
+                                                                   size_t size, bool plain)
 {
     tbin_t *b = &tc->bin[cls];
     uint32_t n = --b->n;
@@ -174,46 +196,75 @@ __attribute__((always_inline)) static inline void *mp_hpool_tc_pop(mp_hpool_t *h
     size_t bs = hp->bsize[cls];
     /* Only this thread moves a thread-cached entry: a store does. */
     atomic_store_explicit(&b->v[n].e->w, p | W_LIVE, memory_order_release);
-    if (mp_unlikely(hp->limited))
+    if (!plain && mp_unlikely(hp->limited))
         mp_hpool_lim_drop(hp, bs);
-    MP_BUMP(tc->hits[cls], 1);
+    MP_BUMP(b->hits, 1);
     MP_BUMP(tc->c.req_bytes, size);
-    MP_BUMP(tc->c.in_use, (int64_t)bs);
-    if (mp_unlikely(MP_LOAD(tc->c.in_use) > tc->high))
+    int64_t use = MP_LOAD(tc->c.in_use) + (int64_t)bs;
+    atomic_store_explicit(&tc->c.in_use, use, memory_order_relaxed);
+    if (mp_unlikely(use > tc->high))
         return mp_hpool_peak(hp, tc, (void *)p);
     return (void *)p;
 }
 
+#define mp_hpool_tc_pop(hp, tc, cls, size) mp_hpool_tc_pop_(hp, tc, cls, size, false)
+
 /* Acquire: a block of the size's class from the thread cache, else the
- * slow path (shared stack, jemalloc; exact-size pools). */
-__attribute__((always_inline)) static inline void *mp_hpool_acquire(mp_hpool_t *hp, size_t size)
+ * slow path (shared stack, jemalloc; exact-size pools).  plain: the caller
+ * knows hp->plain (a constant, so the limit code is compiled out). */
+__attribute__((always_inline)) static inline void *mp_hpool_acquire_(mp_hpool_t *hp, size_t size, bool plain)
 {
     mp_htc_t *tc = mp_hpool_tc(hp);
     if (mp_likely(tc != NULL)) {
         unsigned cls = mp_size_class_of(&hp->sc, size);
-        if (mp_likely(cls != MP_CLASS_NONE && tc->bin[cls].n != 0))
-            return mp_hpool_tc_pop(hp, tc, cls, size);
+        if (mp_likely(tc->bin[cls].n != 0)) /* bin[MP_CLASS_NONE] is always empty */
+            return mp_hpool_tc_pop_(hp, tc, cls, size, plain);
     }
     return mp_hpool_alloc_slow(hp, size);
 }
+#define mp_hpool_acquire(hp, size) mp_hpool_acquire_(hp, size, false)
 
-/* Release: the block's entry moves from live to thread-cached with one
- * compare-and-swap (a second release, from any thread, fails it), then
- * into the thread cache.  0, or mp_api_release_error's -EINVAL. */
-__attribute__((always_inline)) static inline int mp_hpool_release(mp_hpool_t *hp, void *p, mempool_t *api)
+/* Moves the block's entry from live to thread-cached: false if it was not
+ * live (released before, from any thread).  A check and a store, no
+ * read-modify-write, which is what keeps the release hit near the
+ * preload's: two threads releasing the same block at the same instant can
+ * both pass it.  Under MEMPOOL_DEBUG a compare-and-swap closes that race
+ * too, so that exactly one of them wins. */
+static inline bool mp_hpool_take(hentry_t *e, uintptr_t p)
 {
-    hentry_t *e = mp_hpool_find(hp, (uintptr_t)p);
-    uintptr_t want = (uintptr_t)p | W_LIVE;
-    if (mp_unlikely(e == NULL || !atomic_compare_exchange_strong(&e->w, &want, (uintptr_t)p | W_TCACHED)))
+    uintptr_t want = p | W_LIVE;
+    if (mp_unlikely(mp_debug_on))
+        return atomic_compare_exchange_strong(&e->w, &want, p | W_TCACHED);
+    if (mp_unlikely(atomic_load_explicit(&e->w, memory_order_relaxed) != want))
+        return false;
+    atomic_store_explicit(&e->w, p | W_TCACHED, memory_order_relaxed);
+    return true;
+}
+
+/* Release: the block's entry moves from live to thread-cached (a second
+ * release is refused), then into the thread cache.  0, or
+ * mp_api_release_error's -EINVAL.  fast: a plain pool, not under
+ * MEMPOOL_DEBUG (constants: the caller knows). */
+__attribute__((always_inline)) static inline int mp_hpool_release_(mp_hpool_t *hp, void *p, mempool_t *api, bool fast)
+{
+    uintptr_t w = 0;
+    hentry_t *e = mp_hpool_find_w(hp, (uintptr_t)p, &w);
+    if (fast) {
+        if (mp_unlikely(e == NULL || w != ((uintptr_t)p | W_LIVE)))
+            return p == NULL ? 0 : mp_api_release_error(api, p, e != NULL); /* NULL: nothing to do */
+        atomic_store_explicit(&e->w, (uintptr_t)p | W_TCACHED, memory_order_relaxed);
+    } else if (mp_unlikely(e == NULL || !mp_hpool_take(e, (uintptr_t)p))) {
         return mp_api_release_error(api, p, e != NULL);
-    /* The entry is ours now: no other release can take it. */
+    }
+    /* The entry is ours now. */
     mp_htc_t *tc = mp_hpool_tc(hp);
     unsigned cls = e->cls;
-    if (mp_likely(tc != NULL && cls != MP_CLASS_NONE)) {
-        tbin_t *b = &tc->bin[cls];
+    if (mp_likely(tc != NULL)) {
+        tbin_t *b = &tc->bin[cls]; /* bin[MP_CLASS_NONE] has cap 0 */
         size_t bs = e->size;
         /* Zeroing pools release through the slow path (memset is a call). */
-        if (mp_likely(b->n < b->cap) && (mp_likely(hp->plain) || (!hp->zero && mp_hpool_lim_take(hp, bs)))) {
+        if (mp_likely(b->n < b->cap)
+            && (fast || mp_likely(hp->plain) || (!hp->zero && mp_hpool_lim_take(hp, bs)))) {
             b->v[b->n].e = e;
             b->v[b->n].p = (uintptr_t)p;
             b->n++;
@@ -224,5 +275,6 @@ __attribute__((always_inline)) static inline int mp_hpool_release(mp_hpool_t *hp
     }
     return mp_hpool_free_slow(hp, tc, e); /* no cache yet, full bin, over a limit, unpooled */
 }
+#define mp_hpool_release(hp, p, api) mp_hpool_release_(hp, p, api, false)
 
 #endif

@@ -85,14 +85,18 @@ void mp_libc_free(void *p)
  * runtime"); dropping the flag keeps the program running instead. */
 static _Atomic(mp_dlopen_fn) real_dlopen;
 
+void *mp_glibc_next(const char *name)
+{
+    void *p = dlvsym(RTLD_NEXT, name, "GLIBC_2.34");
+    return p != NULL ? p : dlvsym(RTLD_NEXT, name, "GLIBC_2.2.5");
+}
+
 mp_dlopen_fn mp_real_dlopen(void)
 {
     mp_dlopen_fn f = atomic_load_explicit(&real_dlopen, memory_order_acquire);
     if (mp_likely(f != NULL))
         return f;
-    void *p = dlvsym(RTLD_NEXT, "dlopen", "GLIBC_2.34");
-    if (p == NULL)
-        p = dlvsym(RTLD_NEXT, "dlopen", "GLIBC_2.2.5");
+    void *p = mp_glibc_next("dlopen");
     memcpy(&f, &p, sizeof(f));
     atomic_store_explicit(&real_dlopen, f, memory_order_release);
     return f;

@@ -210,9 +210,23 @@ START_TEST(double_and_foreign_release_are_refused)
     ck_assert_ptr_eq(mempool_acquire(p, 64), a);
     ck_assert_ptr_ne(mempool_acquire(p, 64), a);
     ck_assert_int_eq(mempool_release(q, b), 0);
+    /* NULL is a no-op however full the pool's block table is (the hit
+     * path's lookup meets entries of every state on the way). */
+    void *many[300];
+    for (int i = 0; i < 300; i++)
+        many[i] = mempool_acquire(q, 16 + (size_t)i * 40);
+    for (int i = 0; i < 300; i += 2)
+        ck_assert_int_eq(mempool_release(q, many[i]), 0);
+    ck_assert_int_eq(mempool_trim(q, 0) > 0, 1);
+    ck_assert_int_eq(mempool_release(q, NULL), 0);
+    ck_assert_int_eq(mempool_release(p, NULL), 0);
+    for (int i = 1; i < 300; i += 2)
+        ck_assert_int_eq(mempool_release(q, many[i]), 0);
     mempool_stats_t s = stats_of(p);
     ck_assert_uint_eq(s.release_errors, 3);
     ck_assert_uint_eq(s.released, 1);
+    ck_assert_uint_eq(stats_of(q).release_errors, 0);
+    ck_assert_uint_eq(stats_of(q).released, 301);
 }
 END_TEST
 
