@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "mempool.h"
@@ -47,10 +48,40 @@ typedef int (*host_alloc_fn)(void **, size_t, unsigned);
 typedef int (*host_free_fn)(void *);
 typedef int (*ctx_fn)(void *);
 
+/* "pair <malloc|default|custom> N": only N pairs of that row, no timing,
+ * for counting instructions under callgrind (scripts/bench api
+ * --instructions). */
+static int pairs_only(const char *row, long n, size_t size)
+{
+    void *volatile sink;
+    mempool_config_t cfg;
+    mempool_config_init(&cfg, MEMPOOL_KIND_HOST);
+    mempool_t *own, *def = mempool_default(MEMPOOL_KIND_HOST);
+    if (mempool_create(&cfg, &own) != 0)
+        return 1;
+    if (strcmp(row, "malloc") == 0)
+        for (long i = 0; i < n; i++) {
+            sink = malloc(size);
+            free(sink);
+        }
+    else {
+        mempool_t *volatile pv = strcmp(row, "default") == 0 ? def : own;
+        mempool_t *p = pv;
+        for (long i = 0; i < n; i++) {
+            sink = mempool_acquire(p, size);
+            mempool_release(p, sink);
+        }
+    }
+    (void)sink;
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    long n = argc > 1 ? atol(argv[1]) : 2000000;
     size_t size = 4096;
+    if (argc == 4 && strcmp(argv[1], "pair") == 0)
+        return pairs_only(argv[2], atol(argv[3]), size);
+    long n = argc > 1 ? atol(argv[1]) : 2000000;
     void *volatile sink;
 
     MEASURE("host.malloc_free", n, {
