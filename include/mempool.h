@@ -205,7 +205,8 @@ void *mempool_acquire(mempool_t *pool, size_t size);
  * preload's debug checks).  One case needs MEMPOOL_DEBUG=1 even in custom
  * pools: two threads releasing the same block at the same instant (without
  * it the hit path checks and sets the block's state with a load and a
- * store, not a compare-and-swap, and both releases can pass).
+ * store, not a compare-and-swap: both releases can pass, and the block is
+ * then handed out twice, like a double free() under a malloc).
  */
 int mempool_release(mempool_t *pool, void *ptr);
 

@@ -278,17 +278,23 @@ MP_PUBLIC int mempool_destroy(mempool_t *pool)
         return -EINVAL;
     int err = 0;
     if (pool->host) {
+        /* Under the registry lock: a refused release in another thread
+         * looks the block up in every registered pool (owner_name). */
+        pthread_mutex_lock(&reg_lock);
         err = mp_hpool_destroy(pool->host);
+        if (err)
+            pthread_mutex_unlock(&reg_lock);
     } else {
         bool pushed = false;
         if (enter(pool, &pushed) == 0) {
             err = mp_dpool_close(pool->didx) == 0 ? 0 : -EBUSY;
             leave(pushed);
         }
+        if (err == 0)
+            pthread_mutex_lock(&reg_lock);
     }
     if (err)
         return err;
-    pthread_mutex_lock(&reg_lock);
     for (int i = 0; i < API_POOLS; i++)
         if (registry[i] == pool)
             registry[i] = NULL;

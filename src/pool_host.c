@@ -9,11 +9,12 @@
  *
  * Every block the pool holds has an entry in a block table whose word is
  * the block's address with its state in the low bits (live, cached in the
- * shared stack, cached in a thread's cache).  A release moves the word
- * from live to thread-cached with one compare-and-swap, so a pointer
- * released twice (from any thread), a block of another pool or a malloc
- * pointer is refused without touching the memory behind it, with no lock
- * on the hit path.  The table never moves an entry: when it fills, a
+ * shared stack, cached in a thread's cache).  A release checks that the
+ * word says live and moves it to thread-cached, so a pointer released
+ * twice (from any thread), a block of another pool or a malloc pointer is
+ * refused without touching the memory behind it, with no lock on the hit
+ * path.  The check and the move are a load and a store (a compare-and-swap
+ * under MEMPOOL_DEBUG, see mp_hpool_take).  The table never moves an entry: when it fills, a
  * larger table is put in front of it and lookups walk the chain (the newest
  * first), so readers need no lock and entries can be referenced from
  * caches and stacks.  Inserts and removals take the pool mutex.

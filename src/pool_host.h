@@ -228,7 +228,7 @@ __attribute__((always_inline)) static inline void *mp_hpool_acquire_(mp_hpool_t 
  * live (released before, from any thread).  A check and a store, no
  * read-modify-write, which is what keeps the release hit near the
  * preload's: two threads releasing the same block at the same instant can
- * both pass it.  Under MEMPOOL_DEBUG a compare-and-swap closes that race
+ * both pass it (and both cache the block).  Under MEMPOOL_DEBUG a compare-and-swap closes that race
  * too, so that exactly one of them wins. */
 static inline bool mp_hpool_take(hentry_t *e, uintptr_t p)
 {

@@ -6,6 +6,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -608,6 +609,37 @@ START_TEST(default_pools_follow_the_option)
 }
 END_TEST
 
+/* Two threads that release one block at the same instant (debug mode):
+ * each round the main thread publishes a live block and a round number,
+ * the racer spins on the number and says it saw it, the main thread spins
+ * on that, then both release.  Two threads on two cores: no thread waits
+ * for a time slice. */
+static int race_rounds; /* 20000; 100 under valgrind, which runs one thread at a time */
+static mempool_t *race_pool;
+static void *_Atomic race_block;
+static _Atomic int race_round, race_seen, race_done, race_wins;
+
+/* Spin until *v == want; yield after a while (one core, valgrind). */
+static void race_wait(_Atomic int *v, int want)
+{
+    for (int k = 0; atomic_load_explicit(v, memory_order_acquire) != want; k++)
+        if (k > 2000)
+            sched_yield();
+}
+
+static void *race_release(void *arg)
+{
+    (void)arg;
+    for (int round = 1; round <= race_rounds; round++) {
+        race_wait(&race_round, round);
+        atomic_store(&race_seen, round);
+        if (mempool_release(race_pool, atomic_load(&race_block)) == 0)
+            atomic_fetch_add(&race_wins, 1);
+        atomic_store(&race_done, round);
+    }
+    return NULL;
+}
+
 /* MEMPOOL_DEBUG in the core: a release to the wrong pool, a second release
  * and a second free() are findings, counted, and (continue) ignored; the
  * blocks stay usable and are handed out once. */
@@ -639,6 +671,29 @@ START_TEST(debug_mode_findings)
     ck_assert_uint_eq(mp_debug_count(MP_DEBUG_USE_AFTER_FREE), 0);
     mp_free(n1);
     mp_free(n2);
+    /* Simultaneous releases of one block from several threads: the
+     * compare-and-swap of debug mode lets exactly one of them through. */
+    race_pool = a;
+    race_rounds = getenv("MEMPOOL_TEST_UNDER_VALGRIND") ? 100 : 20000;
+    pthread_t racer;
+    pthread_create(&racer, NULL, race_release, NULL);
+    uint64_t refused = mp_debug_count(MP_DEBUG_DOUBLE_FREE);
+    int wins = 0;
+    for (int round = 1; round <= race_rounds; round++) {
+        void *blk = mempool_acquire(a, 100);
+        atomic_store(&race_block, blk);
+        atomic_store(&race_wins, 0);
+        atomic_store_explicit(&race_round, round, memory_order_release);
+        race_wait(&race_seen, round);
+        if (mempool_release(a, blk) == 0)
+            atomic_fetch_add(&race_wins, 1);
+        race_wait(&race_done, round);
+        wins += atomic_load(&race_wins) == 1;
+    }
+    pthread_join(racer, NULL);
+    ck_assert_int_eq(wins, race_rounds); /* exactly one release won every round */
+    ck_assert_uint_eq(mp_debug_count(MP_DEBUG_DOUBLE_FREE) - refused, (uint64_t)race_rounds);
+    ck_assert_uint_eq(stats_of(a).bytes_in_use, 0);
     ck_assert_int_eq(mempool_destroy(a), 0);
     ck_assert_int_eq(mempool_destroy(b), 0);
 }
