@@ -277,24 +277,23 @@ MP_PUBLIC int mempool_destroy(mempool_t *pool)
     if (!valid(pool) || pool->is_default)
         return -EINVAL;
     int err = 0;
-    if (pool->host) {
-        /* Under the registry lock: a refused release in another thread
-         * looks the block up in every registered pool (owner_name). */
-        pthread_mutex_lock(&reg_lock);
-        err = mp_hpool_destroy(pool->host);
-        if (err)
-            pthread_mutex_unlock(&reg_lock);
-    } else {
+    if (!pool->host) {
         bool pushed = false;
         if (enter(pool, &pushed) == 0) {
             err = mp_dpool_close(pool->didx) == 0 ? 0 : -EBUSY;
             leave(pushed);
         }
-        if (err == 0)
-            pthread_mutex_lock(&reg_lock);
     }
-    if (err)
+    /* A host pool is freed under the registry lock: a refused release in
+     * another thread looks the block up in every registered pool
+     * (owner_name). */
+    pthread_mutex_lock(&reg_lock);
+    if (pool->host && err == 0)
+        err = mp_hpool_destroy(pool->host);
+    if (err) {
+        pthread_mutex_unlock(&reg_lock);
         return err;
+    }
     for (int i = 0; i < API_POOLS; i++)
         if (registry[i] == pool)
             registry[i] = NULL;

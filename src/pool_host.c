@@ -14,10 +14,10 @@
  * twice (from any thread), a block of another pool or a malloc pointer is
  * refused without touching the memory behind it, with no lock on the hit
  * path.  The check and the move are a load and a store (a compare-and-swap
- * under MEMPOOL_DEBUG, see mp_hpool_take).  The table never moves an entry: when it fills, a
- * larger table is put in front of it and lookups walk the chain (the newest
- * first), so readers need no lock and entries can be referenced from
- * caches and stacks.  Inserts and removals take the pool mutex.
+ * under MEMPOOL_DEBUG, see mp_hpool_take).  The table never moves an
+ * entry: when it fills, a larger table is put in front of it and lookups
+ * walk the chain (the newest first), so readers need no lock and entries
+ * can be referenced from caches and stacks.  Inserts and removals take the pool mutex.
  *
  * Counters of the hit path live in the thread caches (single writer) and
  * are summed when stats are read; the peak of bytes in use is refreshed
@@ -81,7 +81,7 @@ static hentry_t *tab_add(mp_hpool_t *hp, uintptr_t p, size_t size, unsigned cls)
     htab_t *t = atomic_load_explicit(&hp->tab, memory_order_relaxed);
     if ((t == NULL || (t->used + t->gone + 1) * 10 > t->cap * 6) && (t = tab_push(hp)) == NULL)
         return NULL;
-    size_t i = mp_hash_ptr(p, t->cap);
+    size_t i = mp_hash_ptr(p, t->mask);
     uintptr_t w;
     while ((w = atomic_load_explicit(&t->e[i].w, memory_order_relaxed)) != W_EMPTY && w != W_GONE)
         i = (i + 1) & (t->cap - 1);
@@ -669,7 +669,7 @@ void mp_hpool_fork_release(void)
 int mp_hpool_holds(mp_hpool_t *hp, const void *p)
 {
     uintptr_t w = 0;
-    return mp_hpool_find_w(hp, (uintptr_t)p, &w) != NULL && (w & ~W_STATE) != 0;
+    return mp_hpool_find(hp, (uintptr_t)p, &w) != NULL && (w & ~W_STATE) != 0;
 }
 
 void mp_hpool_stats(mp_hpool_t *hp, mp_device_stats_t *out)

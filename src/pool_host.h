@@ -140,20 +140,20 @@ static inline void mp_hpool_lim_drop(mp_hpool_t *hp, size_t bs)
     atomic_fetch_sub(&hp->lim_blocks, 1);
 }
 
-static inline size_t mp_hash_ptr(uintptr_t p, size_t cap)
+static inline size_t mp_hash_ptr(uintptr_t p, size_t mask)
 {
-    return (size_t)((p >> 4) * 0x9E3779B97F4A7C15ull) & (cap - 1);
+    return (size_t)((p >> 4) * 0x9E3779B97F4A7C15ull) & mask;
 }
 
 /* Lock-free: tables are never moved or freed while the pool lives, and a
  * pool has one from its creation.  *wp: the entry's word as read.  p == 0
  * "finds" an empty or removed entry (its word has no address): the callers
  * refuse it as not live. */
-static inline hentry_t *mp_hpool_find_w(mp_hpool_t *hp, uintptr_t p, uintptr_t *wp)
+static inline hentry_t *mp_hpool_find(mp_hpool_t *hp, uintptr_t p, uintptr_t *wp)
 {
     htab_t *t = atomic_load_explicit(&hp->tab, memory_order_acquire);
     do {
-        for (size_t i = mp_hash_ptr(p, t->mask + 1);; i = (i + 1) & t->mask) {
+        for (size_t i = mp_hash_ptr(p, t->mask);; i = (i + 1) & t->mask) {
             uintptr_t w = atomic_load_explicit(&t->e[i].w, memory_order_acquire);
             if ((w & ~W_STATE) == p) {
                 *wp = w;
@@ -164,12 +164,6 @@ static inline hentry_t *mp_hpool_find_w(mp_hpool_t *hp, uintptr_t p, uintptr_t *
         }
     } while ((t = t->older) != NULL);
     return NULL;
-}
-
-static inline hentry_t *mp_hpool_find(mp_hpool_t *hp, uintptr_t p)
-{
-    uintptr_t w;
-    return mp_hpool_find_w(hp, p, &w);
 }
 
 /* The calling thread's cache when it can be used without a flush. */
@@ -224,18 +218,19 @@ __attribute__((always_inline)) static inline void *mp_hpool_acquire_(mp_hpool_t 
 }
 #define mp_hpool_acquire(hp, size) mp_hpool_acquire_(hp, size, false)
 
-/* Moves the block's entry from live to thread-cached: false if it was not
- * live (released before, from any thread).  A check and a store, no
- * read-modify-write, which is what keeps the release hit near the
- * preload's: two threads releasing the same block at the same instant can
- * both pass it (and both cache the block).  Under MEMPOOL_DEBUG a compare-and-swap closes that race
- * too, so that exactly one of them wins. */
-static inline bool mp_hpool_take(hentry_t *e, uintptr_t p)
+/* Moves the block's entry (word w as the lookup read it) from live to
+ * thread-cached: false if it was not live (released before, from any
+ * thread).  A check and a store, no read-modify-write, which is what keeps
+ * the release hit near the preload's: two threads releasing the same block
+ * at the same instant can both pass it (and both cache the block).  Under
+ * MEMPOOL_DEBUG a compare-and-swap closes that race too, so that exactly
+ * one of them wins; fast: the caller knows debug mode is off. */
+static inline bool mp_hpool_take(hentry_t *e, uintptr_t p, uintptr_t w, bool fast)
 {
     uintptr_t want = p | W_LIVE;
-    if (mp_unlikely(mp_debug_on))
+    if (!fast && mp_unlikely(mp_debug_on))
         return atomic_compare_exchange_strong(&e->w, &want, p | W_TCACHED);
-    if (mp_unlikely(atomic_load_explicit(&e->w, memory_order_relaxed) != want))
+    if (mp_unlikely(w != want))
         return false;
     atomic_store_explicit(&e->w, p | W_TCACHED, memory_order_relaxed);
     return true;
@@ -248,14 +243,9 @@ static inline bool mp_hpool_take(hentry_t *e, uintptr_t p)
 __attribute__((always_inline)) static inline int mp_hpool_release_(mp_hpool_t *hp, void *p, mempool_t *api, bool fast)
 {
     uintptr_t w = 0;
-    hentry_t *e = mp_hpool_find_w(hp, (uintptr_t)p, &w);
-    if (fast) {
-        if (mp_unlikely(e == NULL || w != ((uintptr_t)p | W_LIVE)))
-            return p == NULL ? 0 : mp_api_release_error(api, p, e != NULL); /* NULL: nothing to do */
-        atomic_store_explicit(&e->w, (uintptr_t)p | W_TCACHED, memory_order_relaxed);
-    } else if (mp_unlikely(e == NULL || !mp_hpool_take(e, (uintptr_t)p))) {
-        return mp_api_release_error(api, p, e != NULL);
-    }
+    hentry_t *e = mp_hpool_find(hp, (uintptr_t)p, &w);
+    if (mp_unlikely(e == NULL || !mp_hpool_take(e, (uintptr_t)p, w, fast)))
+        return p == NULL ? 0 : mp_api_release_error(api, p, e != NULL); /* NULL: nothing to do */
     /* The entry is ours now. */
     mp_htc_t *tc = mp_hpool_tc(hp);
     unsigned cls = e->cls;

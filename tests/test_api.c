@@ -671,7 +671,7 @@ START_TEST(debug_mode_findings)
     ck_assert_uint_eq(mp_debug_count(MP_DEBUG_USE_AFTER_FREE), 0);
     mp_free(n1);
     mp_free(n2);
-    /* Simultaneous releases of one block from several threads: the
+    /* Simultaneous releases of one block from two threads: the
      * compare-and-swap of debug mode lets exactly one of them through. */
     race_pool = a;
     race_rounds = getenv("MEMPOOL_TEST_UNDER_VALGRIND") ? 100 : 20000;
