@@ -151,7 +151,7 @@ START_TEST(exports_only_the_interface)
 {
     char cmd[4200];
     /* 23 C functions, 20 C++ operators, the 17 mempool_* functions, the
-     * 42 CUDA hooks of src/cuda_hooks.def, sigaction/signal (the dump
+     * 42 CUDA hooks of src/cuda/cuda_hooks.def, sigaction/signal (the dump
      * signal), dlopen (RTLD_DEEPBIND) and _exit/_Exit (fork children's
      * stats); nothing of jemalloc or libunwind. */
     snprintf(cmd, sizeof(cmd),
@@ -172,11 +172,11 @@ END_TEST
 
 START_TEST(cuda_exports_match_hook_table)
 {
-    /* Every row of src/cuda_hooks.def is exported (its wrapper exists and is
+    /* Every row of src/cuda/cuda_hooks.def is exported (its wrapper exists and is
      * in exports.map), and every exported cu and cuda name is a row. */
     char cmd[4200];
     snprintf(cmd, sizeof(cmd),
-             "table=$(sed -n 's/^MP_HOOK(\\([A-Za-z0-9_]*\\),.*/\\1/p' %s/src/cuda_hooks.def | sort);"
+             "table=$(sed -n 's/^MP_HOOK(\\([A-Za-z0-9_]*\\),.*/\\1/p' %s/src/cuda/cuda_hooks.def | sort);"
              " exported=$(nm -D --defined-only %s | awk '{print $3}' | grep -E '^(cu|dlsym$)' | sort);"
              " test -n \"$table\" && test \"$table\" = \"$exported\"",
              getenv("MP_SRCDIR"), getenv("MP_PRELOAD"));
