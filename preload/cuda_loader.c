@@ -1,13 +1,13 @@
 /*
- * dlsym, cuGetProcAddress(_v2) and cudaGetDriverEntryPoint(ByVersion):
- * how binaries (statically linked cudart above all) find the CUDA entry
- * points.  Each calls the real function, then lets the core swap in our
- * wrapper for the memory functions (src/cuda_hooks.c).
+ * dlsym and cuGetProcAddress(_v2): how cudart (static or shared) and every
+ * other library find the CUDA driver's entry points.  Each calls the real
+ * function, then lets the core swap in our wrapper for the rows of
+ * src/cuda/cuda_hooks.def (src/cuda/cuda_hooks.c).
  */
 #include <dlfcn.h>
 #include <stdint.h>
 
-#include "cuda_hooks.h"
+#include "cuda_wrappers.h"
 #include "export.h"
 
 /* Every other lookup must reach glibc from our caller's frame: dlsym with
@@ -16,7 +16,7 @@
 MP_EXPORT MP_TAIL_FN void *dlsym(void *handle, const char *name)
 {
     if (mp_unlikely(handle != RTLD_NEXT && mp_cuda_name_maybe(name)))
-        return mp_cuda_dlsym(handle, name);
+        return mp_cuda_dlsym(mp_cuda_wrappers, handle, name);
     mp_dlsym_fn real = mp_real_dlsym();
     MP_TAIL return real(handle, name);
 }
@@ -34,7 +34,7 @@ MP_EXPORT int cuGetProcAddress_v2(const char *symbol, void **pfn, int version, u
     __builtin_memcpy(&real, &r, sizeof(r));
     int rc = real(symbol, pfn, version, flags, status);
     if (rc == MP_CUDA_SUCCESS && pfn)
-        *pfn = mp_cuda_proc_answer(symbol, *pfn, version, flags);
+        *pfn = mp_cuda_proc_answer(mp_cuda_wrappers, symbol, *pfn, version, flags);
     return rc;
 }
 
@@ -48,38 +48,6 @@ MP_EXPORT int cuGetProcAddress(const char *symbol, void **pfn, int version, uint
     __builtin_memcpy(&real, &r, sizeof(r));
     int rc = real(symbol, pfn, version, flags);
     if (rc == MP_CUDA_SUCCESS && pfn)
-        *pfn = mp_cuda_proc_answer(symbol, *pfn, version, flags);
-    return rc;
-}
-
-typedef int (*entry_fn)(const char *, void **, unsigned long long, int *);
-typedef int (*entry_v_fn)(const char *, void **, unsigned, unsigned long long, int *);
-
-MP_EXPORT int cudaGetDriverEntryPoint(const char *symbol, void **fn, unsigned long long flags, int *status)
-{
-    mp_hook_count(MP_HOOK_cudaGetDriverEntryPoint);
-    entry_fn real;
-    void *r = mp_hook_real(MP_HOOK_cudaGetDriverEntryPoint);
-    if (r == NULL)
-        return 35; /* cudaErrorInsufficientDriver */
-    __builtin_memcpy(&real, &r, sizeof(r));
-    int rc = real(symbol, fn, flags, status);
-    if (rc == 0 && fn)
-        *fn = mp_cuda_proc_answer(symbol, *fn, 1000000, flags); /* the runtime's own version: current */
-    return rc;
-}
-
-MP_EXPORT int cudaGetDriverEntryPointByVersion(const char *symbol, void **fn, unsigned version,
-                                               unsigned long long flags, int *status)
-{
-    mp_hook_count(MP_HOOK_cudaGetDriverEntryPointByVersion);
-    entry_v_fn real;
-    void *r = mp_hook_real(MP_HOOK_cudaGetDriverEntryPointByVersion);
-    if (r == NULL)
-        return 35;
-    __builtin_memcpy(&real, &r, sizeof(r));
-    int rc = real(symbol, fn, version, flags, status);
-    if (rc == 0 && fn)
-        *fn = mp_cuda_proc_answer(symbol, *fn, (int)version, flags);
+        *pfn = mp_cuda_proc_answer(mp_cuda_wrappers, symbol, *pfn, version, flags);
     return rc;
 }

@@ -1,10 +1,12 @@
 /*
- * The CUDA entry points the shim exports: device and pinned memory, IPC,
- * stream creation and capture go to the core (src/cuda_intercept.c);
- * stream-ordered, managed and pitched allocations are forwarded to the
- * real function and counted (stream-ordered frees of pooled blocks come
- * back to the pools).  Types are the ABI's (cudaError_t and CUresult are
- * ints), so no CUDA header is needed to build the shim.
+ * The CUDA driver entry points the shim exports (and hands out through
+ * dlsym and cuGetProcAddress): device and pinned memory, memory queries,
+ * IPC, context lifecycle, streams and capture go to the core
+ * (src/cuda/cuda_intercept.c); the allocations the pools never serve
+ * (managed, pitched, stream-ordered, virtual memory) are forwarded with one
+ * retry after out of memory, the cache released first.  Types are the
+ * ABI's (CUresult is an int, handles are pointers), so no CUDA header is
+ * needed to build the shim.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -15,111 +17,6 @@
 
 typedef void *stream_t;
 
-/* Forward to the real function of hook `id` with the given signature. */
-#define FORWARD(id, ret, params, args)                  \
-    do {                                                \
-        mp_hook_count(MP_HOOK_##id);                    \
-        ret(*real_) params;                             \
-        void *r_ = mp_hook_real(MP_HOOK_##id);          \
-        if (r_ == NULL)                                 \
-            return MISSING;                             \
-        memcpy(&real_, &r_, sizeof(r_));                \
-        return real_ args;                              \
-    } while (0)
-
-/* ---- runtime ---------------------------------------------------------------- */
-#define MISSING 35 /* cudaErrorInsufficientDriver */
-
-MP_EXPORT int cudaMalloc(void **p, size_t n) { return mp_cuda_rt_malloc(p, n); }
-MP_EXPORT int cudaFree(void *p) { return mp_cuda_rt_free(p); }
-MP_EXPORT int cudaMallocHost(void **p, size_t n) { return mp_cuda_rt_host_alloc(MP_HOOK_cudaMallocHost, p, n, 0); }
-MP_EXPORT int cudaHostAlloc(void **p, size_t n, unsigned f)
-{
-    return mp_cuda_rt_host_alloc(MP_HOOK_cudaHostAlloc, p, n, f);
-}
-MP_EXPORT int cudaFreeHost(void *p) { return mp_cuda_rt_host_free(p); }
-MP_EXPORT int cudaMallocAsync(void **p, size_t n, stream_t s)
-{
-    FORWARD(cudaMallocAsync, int, (void **, size_t, stream_t), (p, n, s));
-}
-MP_EXPORT int cudaFreeAsync(void *p, stream_t s)
-{
-    int ours = mp_cuda_free_async_ours((mp_cu_ptr)(uintptr_t)p);
-    if (ours) {
-        mp_hook_count(MP_HOOK_cudaFreeAsync);
-        return ours > 0 ? 0 : 1; /* 1: cudaErrorInvalidValue, a second free */
-    }
-    FORWARD(cudaFreeAsync, int, (void *, stream_t), (p, s));
-}
-MP_EXPORT int cudaMallocManaged(void **p, size_t n, unsigned f)
-{
-    FORWARD(cudaMallocManaged, int, (void **, size_t, unsigned), (p, n, f));
-}
-MP_EXPORT int cudaMallocPitch(void **p, size_t *pitch, size_t w, size_t h)
-{
-    FORWARD(cudaMallocPitch, int, (void **, size_t *, size_t, size_t), (p, pitch, w, h));
-}
-
-MP_EXPORT int cudaDeviceReset(void) { return mp_cuda_rt_device_reset(); }
-
-/* ---- driver ----------------------------------------------------------------- */
-#undef MISSING
-#define MISSING MP_CUDA_ERROR_NOT_INITIALIZED
-
-MP_EXPORT int cuMemAlloc_v2(mp_cu_ptr *p, size_t n) { return mp_cuda_drv_mem_alloc(p, n); }
-MP_EXPORT int cuMemFree_v2(mp_cu_ptr p) { return mp_cuda_drv_mem_free(p); }
-MP_EXPORT int cuMemAllocHost_v2(void **p, size_t n)
-{
-    return mp_cuda_drv_host_alloc(MP_HOOK_cuMemAllocHost_v2, p, n, 0);
-}
-MP_EXPORT int cuMemHostAlloc(void **p, size_t n, unsigned f)
-{
-    return mp_cuda_drv_host_alloc(MP_HOOK_cuMemHostAlloc, p, n, f);
-}
-MP_EXPORT int cuMemFreeHost(void *p) { return mp_cuda_drv_host_free(p); }
-MP_EXPORT int cuMemAllocPitch_v2(mp_cu_ptr *p, size_t *pitch, size_t w, size_t h, unsigned e)
-{
-    FORWARD(cuMemAllocPitch_v2, int, (mp_cu_ptr *, size_t *, size_t, size_t, unsigned), (p, pitch, w, h, e));
-}
-MP_EXPORT int cuMemAllocManaged(mp_cu_ptr *p, size_t n, unsigned f)
-{
-    FORWARD(cuMemAllocManaged, int, (mp_cu_ptr *, size_t, unsigned), (p, n, f));
-}
-MP_EXPORT int cuMemAllocAsync(mp_cu_ptr *p, size_t n, stream_t s)
-{
-    FORWARD(cuMemAllocAsync, int, (mp_cu_ptr *, size_t, stream_t), (p, n, s));
-}
-MP_EXPORT int cuMemFreeAsync(mp_cu_ptr p, stream_t s)
-{
-    int ours = mp_cuda_free_async_ours(p);
-    if (ours) {
-        mp_hook_count(MP_HOOK_cuMemFreeAsync);
-        return ours > 0 ? 0 : 1; /* 1: CUDA_ERROR_INVALID_VALUE, a second free */
-    }
-    FORWARD(cuMemFreeAsync, int, (mp_cu_ptr, stream_t), (p, s));
-}
-MP_EXPORT int cuMemAllocAsync_ptsz(mp_cu_ptr *p, size_t n, stream_t s)
-{
-    FORWARD(cuMemAllocAsync_ptsz, int, (mp_cu_ptr *, size_t, stream_t), (p, n, s));
-}
-MP_EXPORT int cuMemFreeAsync_ptsz(mp_cu_ptr p, stream_t s)
-{
-    int ours = mp_cuda_free_async_ours(p);
-    if (ours) {
-        mp_hook_count(MP_HOOK_cuMemFreeAsync_ptsz);
-        return ours > 0 ? 0 : 1; /* 1: CUDA_ERROR_INVALID_VALUE, a second free */
-    }
-    FORWARD(cuMemFreeAsync_ptsz, int, (mp_cu_ptr, stream_t), (p, s));
-}
-MP_EXPORT int cuDevicePrimaryCtxReset_v2(int dev) { return mp_cuda_drv_primary_reset(dev); }
-MP_EXPORT int cuCtxDestroy_v2(mp_cu_context ctx) { return mp_cuda_drv_ctx_destroy(ctx); }
-MP_EXPORT int cuMemGetAddressRange_v2(mp_cu_ptr *base, size_t *size, mp_cu_ptr p)
-{
-    return mp_cuda_drv_address_range(base, size, p);
-}
-
-/* ---- streams: non-blocking ones must be fenced too -------------------------- */
-
 /* Count the call and fetch the real function into *fn; false if none. */
 static inline bool real_of(mp_hook_id_t id, void *fn)
 {
@@ -129,26 +26,93 @@ static inline bool real_of(mp_hook_id_t id, void *fn)
     return r != NULL;
 }
 
-MP_EXPORT int cudaStreamCreateWithFlags(mp_cu_stream *s, unsigned f)
+/* Forward to the real function of a row, retrying once after out of
+ * memory with the cache released (device or pinned). */
+#define FORWARD_OOM(id, pinned, params, args)                              \
+    do {                                                                  \
+        int(*real_) params;                                               \
+        if (!real_of(MP_HOOK_##id, &real_))                               \
+            return MP_CUDA_ERROR_NOT_INITIALIZED;                         \
+        int rc_ = real_ args;                                             \
+        return mp_cuda_retry_after_oom(rc_, pinned) ? real_ args : rc_;   \
+    } while (0)
+
+/* A stream-ordered free of a block the shim made returns it to the pool. */
+#define FREE_ASYNC(id)                                                    \
+    MP_EXPORT int id(mp_cu_ptr p, stream_t s)                             \
+    {                                                                     \
+        int ours = mp_cuda_free_async_ours(p);                            \
+        if (ours) {                                                       \
+            mp_hook_count(MP_HOOK_##id);                                  \
+            return ours > 0 ? MP_CUDA_SUCCESS : MP_CUDA_ERROR_INVALID_VALUE; \
+        }                                                                 \
+        int (*real)(mp_cu_ptr, stream_t);                                 \
+        return real_of(MP_HOOK_##id, &real) ? real(p, s) : MP_CUDA_ERROR_NOT_INITIALIZED; \
+    }
+
+/* ---- memory ----------------------------------------------------------------- */
+
+MP_EXPORT int cuMemAlloc_v2(mp_cu_ptr *p, size_t n) { return mp_cuda_mem_alloc(p, n); }
+MP_EXPORT int cuMemFree_v2(mp_cu_ptr p) { return mp_cuda_mem_free(p); }
+MP_EXPORT int cuMemAllocHost_v2(void **p, size_t n) { return mp_cuda_host_alloc(MP_HOOK_cuMemAllocHost_v2, p, n, 0); }
+MP_EXPORT int cuMemHostAlloc(void **p, size_t n, unsigned f) { return mp_cuda_host_alloc(MP_HOOK_cuMemHostAlloc, p, n, f); }
+MP_EXPORT int cuMemFreeHost(void *p) { return mp_cuda_host_free(p); }
+MP_EXPORT int cuMemAllocPitch_v2(mp_cu_ptr *p, size_t *pitch, size_t w, size_t h, unsigned e)
 {
-    int (*real)(mp_cu_stream *, unsigned);
-    if (!real_of(MP_HOOK_cudaStreamCreateWithFlags, &real))
-        return 35;
-    return mp_cuda_stream_created(real(s, f), s, f);
+    FORWARD_OOM(cuMemAllocPitch_v2, false, (mp_cu_ptr *, size_t *, size_t, size_t, unsigned), (p, pitch, w, h, e));
 }
-MP_EXPORT int cudaStreamCreateWithPriority(mp_cu_stream *s, unsigned f, int prio)
+MP_EXPORT int cuMemAllocManaged(mp_cu_ptr *p, size_t n, unsigned f)
 {
-    int (*real)(mp_cu_stream *, unsigned, int);
-    if (!real_of(MP_HOOK_cudaStreamCreateWithPriority, &real))
-        return 35;
-    return mp_cuda_stream_created(real(s, f, prio), s, f);
+    FORWARD_OOM(cuMemAllocManaged, false, (mp_cu_ptr *, size_t, unsigned), (p, n, f));
 }
-MP_EXPORT int cudaStreamDestroy(mp_cu_stream s)
+MP_EXPORT int cuMemAllocAsync(mp_cu_ptr *p, size_t n, stream_t s)
 {
-    int (*real)(mp_cu_stream);
-    mp_cuda_stream_destroying(s);
-    return real_of(MP_HOOK_cudaStreamDestroy, &real) ? real(s) : 35;
+    FORWARD_OOM(cuMemAllocAsync, false, (mp_cu_ptr *, size_t, stream_t), (p, n, s));
 }
+MP_EXPORT int cuMemAllocAsync_ptsz(mp_cu_ptr *p, size_t n, stream_t s)
+{
+    FORWARD_OOM(cuMemAllocAsync_ptsz, false, (mp_cu_ptr *, size_t, stream_t), (p, n, s));
+}
+FREE_ASYNC(cuMemFreeAsync)
+FREE_ASYNC(cuMemFreeAsync_ptsz)
+/* cuMemCreate(handle, size, prop, flags): NCCL's and PyTorch's expandable
+ * segments' physical memory. */
+MP_EXPORT int cuMemCreate(void *handle, size_t n, const void *prop, unsigned long long f)
+{
+    FORWARD_OOM(cuMemCreate, false, (void *, size_t, const void *, unsigned long long), (handle, n, prop, f));
+}
+MP_EXPORT int cuMemGetInfo_v2(size_t *free_bytes, size_t *total) { return mp_cuda_mem_get_info(free_bytes, total); }
+MP_EXPORT int cuMemGetAddressRange_v2(mp_cu_ptr *base, size_t *size, mp_cu_ptr p)
+{
+    return mp_cuda_address_range(base, size, p);
+}
+MP_EXPORT int cuIpcGetMemHandle(void *handle, mp_cu_ptr p) { return mp_cuda_ipc_get(handle, p); }
+
+/* ---- contexts: what dies with them leaves the pools ------------------------- */
+
+MP_EXPORT int cuDevicePrimaryCtxReset_v2(int dev)
+{
+    int (*real)(int);
+    return mp_cuda_primary_reset(real_of(MP_HOOK_cuDevicePrimaryCtxReset_v2, &real) ? real(dev)
+                                                                                    : MP_CUDA_ERROR_NOT_INITIALIZED, dev);
+}
+MP_EXPORT int cuDevicePrimaryCtxRelease_v2(int dev)
+{
+    int (*real)(int);
+    if (!real_of(MP_HOOK_cuDevicePrimaryCtxRelease_v2, &real))
+        return MP_CUDA_ERROR_NOT_INITIALIZED;
+    return mp_cuda_primary_released(real(dev), dev);
+}
+MP_EXPORT int cuCtxDestroy_v2(mp_cu_context ctx)
+{
+    int (*real)(mp_cu_context);
+    if (!real_of(MP_HOOK_cuCtxDestroy_v2, &real))
+        return MP_CUDA_ERROR_NOT_INITIALIZED;
+    return mp_cuda_ctx_destroyed(real(ctx), ctx);
+}
+
+/* ---- streams: fenced on drivers without cuCtxRecordEvent -------------------- */
+
 MP_EXPORT int cuStreamCreate(mp_cu_stream *s, unsigned f)
 {
     int (*real)(mp_cu_stream *, unsigned);
@@ -163,16 +127,24 @@ MP_EXPORT int cuStreamCreateWithPriority(mp_cu_stream *s, unsigned f, int prio)
         return MP_CUDA_ERROR_NOT_INITIALIZED;
     return mp_cuda_stream_created(real(s, f, prio), s, f);
 }
+/* Green-context streams are non-blocking by definition. */
+MP_EXPORT int cuGreenCtxStreamCreate(mp_cu_stream *s, void *green, unsigned f, int prio)
+{
+    int (*real)(mp_cu_stream *, void *, unsigned, int);
+    if (!real_of(MP_HOOK_cuGreenCtxStreamCreate, &real))
+        return MP_CUDA_ERROR_NOT_INITIALIZED;
+    return mp_cuda_stream_created(real(s, green, f, prio), s, f | MP_CU_STREAM_NON_BLOCKING);
+}
 MP_EXPORT int cuStreamDestroy_v2(mp_cu_stream s)
 {
     int (*real)(mp_cu_stream);
+    if (!real_of(MP_HOOK_cuStreamDestroy_v2, &real))
+        return MP_CUDA_ERROR_NOT_INITIALIZED;
     mp_cuda_stream_destroying(s);
-    return real_of(MP_HOOK_cuStreamDestroy_v2, &real) ? real(s) : MP_CUDA_ERROR_NOT_INITIALIZED;
+    return real(s);
 }
 
-/* ---- IPC and stream capture ------------------------------------------------- */
-
-MP_EXPORT int cuIpcGetMemHandle(void *handle, mp_cu_ptr p) { return mp_cuda_drv_ipc_get(handle, p); }
+/* ---- stream capture --------------------------------------------------------- */
 
 /* Each wrapper has the real signature (handles as opaque pointers). */
 #define BEGIN_CAPTURE(name, params, args)                           \
@@ -181,6 +153,7 @@ MP_EXPORT int cuIpcGetMemHandle(void *handle, mp_cu_ptr p) { return mp_cuda_drv_
         int (*real) params;                                         \
         if (!real_of(MP_HOOK_##name, &real))                        \
             return MP_CUDA_ERROR_NOT_INITIALIZED;                   \
+        mp_cuda_capture_begin();                                    \
         return mp_cuda_capture_begun(real args);                    \
     }
 #define END_CAPTURE(name)                                           \

@@ -1,6 +1,7 @@
 /*
  * The real CUDA driver, reached the way cudart reaches it: dlopen
- * libcuda.so.1, dlsym cuGetProcAddress_v2, every entry point through it.
+ * libcuda.so.1, dlsym cuGetProcAddress_v2, every entry point through it at
+ * the driver's own version (cuCtxRecordEvent only from 12.5).
  * Loaded on first use only, so programs without CUDA never load it.
  */
 #include <dlfcn.h>
@@ -14,18 +15,51 @@ mp_cuda_t mp_cuda;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
 typedef mp_cu_result (*get_proc_fn)(const char *, void **, int, uint64_t, int *);
+typedef mp_cu_result (*get_proc_v1_fn)(const char *, void **, int, uint64_t);
+
+static void *real_get_proc;
+static bool real_get_proc_v2;
+
+/* An entry point of the real driver, as the driver's own version has it
+ * (NULL if it has none). */
+static void *get(const char *name)
+{
+    void *fn = NULL;
+    int status = 0;
+    int v = mp_cuda.version;
+    mp_cu_result r;
+    if (real_get_proc_v2) {
+        get_proc_fn f;
+        memcpy(&f, &real_get_proc, sizeof(f));
+        r = f(name, &fn, v, 0, &status);
+    } else {
+        get_proc_v1_fn f;
+        memcpy(&f, &real_get_proc, sizeof(f));
+        r = f(name, &fn, v, 0);
+    }
+    return r == MP_CUDA_SUCCESS ? fn : NULL;
+}
 
 static void load(void)
 {
-    void *h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
-    /* glibc's dlsym: ours would hand back our own cuGetProcAddress. */
-    void *gp = h ? mp_real_dlsym()(h, "cuGetProcAddress_v2") : NULL;
-    if (gp == NULL) {
-        mp_log(MP_LOG_INFO, "libcuda.so.1 not usable: %s", h ? "no cuGetProcAddress_v2" : dlerror());
+    /* glibc's dlopen and dlsym: the shim's own would hand back its
+     * wrappers.  The program's libcuda.so.1 if it has one loaded. */
+    void *h = mp_libcuda_handle();
+    if (h == NULL)
+        h = mp_real_dlopen()("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+    mp_dlsym_fn sym = mp_real_dlsym();
+    void *gp = h ? sym(h, "cuGetProcAddress_v2") : NULL;
+    real_get_proc_v2 = gp != NULL;
+    if (gp == NULL && h != NULL)
+        gp = sym(h, "cuGetProcAddress"); /* CUDA 11.3 .. 11.8 */
+    void *dv = h ? sym(h, "cuDriverGetVersion") : NULL;
+    mp_cu_result (*driver_version)(int *);
+    memcpy(&driver_version, &dv, sizeof(dv));
+    if (gp == NULL || dv == NULL || driver_version(&mp_cuda.version) != MP_CUDA_SUCCESS) {
+        mp_log(MP_LOG_INFO, "libcuda.so.1 not usable: %s", h ? "no cuGetProcAddress" : dlerror());
         return;
     }
-    get_proc_fn get;
-    memcpy(&get, &gp, sizeof(gp));
+    real_get_proc = gp;
     static const struct {
         const char *name;
         size_t offset;
@@ -55,13 +89,15 @@ static void load(void)
         OPT(memset_async, "cuMemsetD8Async"),
         OPT(host_register, "cuMemHostRegister"),
         OPT(host_unregister, "cuMemHostUnregister"),
+        OPT(primary_get_state, "cuDevicePrimaryCtxGetState"),
+        OPT(ctx_synchronize, "cuCtxSynchronize"),
+        OPT(ctx_record_event, "cuCtxRecordEvent"),
 #undef E
 #undef OPT
     };
     for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
-        void *fn = NULL;
-        int status = 0;
-        if (get(table[i].name, &fn, 12000, 0, &status) != MP_CUDA_SUCCESS || fn == NULL) {
+        void *fn = get(table[i].name);
+        if (fn == NULL) {
             if (table[i].optional)
                 continue;
             mp_log(MP_LOG_WARN, "CUDA driver lacks %s; device pools are off", table[i].name);

@@ -17,16 +17,24 @@
  * The 2 MiB small-segment size follows PyTorch's CUDACachingAllocator.
  *
  * Reuse never races the device: a freed block first joins the pool's
- * pending list; the next allocation that needs a block records ONE event
- * on the legacy default stream for the whole pending batch (a shared
- * fence: recording later than the free is safe, it only waits for more
- * work) and only blocks whose fence has completed (cuEventQuery, never a
- * host sync on the way to a hit) are handed out again.  The legacy stream
- * orders after every blocking stream, so its event covers the legacy,
- * per-thread and blocking streams; non-blocking streams (learnt from the
- * stream-creation hooks) get an event each.  While any stream is being
- * captured into a graph no event is recorded or queried: allocations pass
- * through to the driver and frees wait in the pending list.
+ * pending list.  When an allocation finds no ready block and the pending
+ * list holds MEMPOOL_DEVICE_FENCE_BATCH blocks or MEMPOOL_DEVICE_FENCE_BYTES
+ * bytes, ONE fence (cuda_ctx.c: one cuCtxRecordEvent per context) is
+ * recorded for the whole batch (recording later than the free is safe, it
+ * only waits for more work); below that the allocation gets a new block.
+ * Fenced batches are checked oldest first and the check stops at the
+ * first not done (cuEventQuery, never a host sync on the way to a hit), so
+ * a busy device costs one query per allocation, and a steady loop one
+ * record and one query per batch.  Device blocks are fenced in their own
+ * context, pinned blocks in every context the process uses.  While any
+ * stream is being captured into a graph no event is recorded or queried:
+ * allocations pass through to the driver and frees wait in the pending list.
+ *
+ * Every block the shim made, handed out or cached, is in one hash table
+ * (its state says which): a free is one lookup, whether the pointer is
+ * ours, a second free, or the driver's.  No pool lock is held across a
+ * driver call that can wait for the device: trims collect what to free
+ * under the lock and free it after.
  *
  * Out of memory: free every cached block (cuMemFree waits for the work
  * still using them), retry once, and only then return
@@ -37,6 +45,7 @@
 #include <sys/mman.h>
 #include <time.h>
 
+#include "cuda_ctx.h"
 #include "cuda_driver.h"
 #include "callsite.h"
 #include "device_pool.h"
@@ -64,18 +73,18 @@ typedef struct dblock {
     bool exported;  /* IPC handle taken: never reused */
     bool dirty;     /* zero-on-release block not zeroed yet (released during a capture) */
     segment_t *seg; /* packed: the segment it was carved from */
+    bool cached;    /* in the pool (not the program's): a free of it is a second free */
     mp_cu_stream stream; /* released on this stream (stream-ordered release) */
     mp_cu_event ev;      /* ... after this event: reusable by other streams once done */
-    struct dblock *next;
+    int ev_slot;         /* the context slot the event belongs to */
+    struct dblock *next;  /* the pool's lists */
+    struct dblock *hnext; /* the block table's chain */
 } dblock_t;
-
-#define MP_FENCE_MAX 64 /* events per fence: legacy stream + non-blocking streams */
 
 typedef struct batch {
     dblock_t *blocks;
-    struct batch *next;
-    unsigned nevents;
-    mp_cu_event events[MP_FENCE_MAX];
+    struct batch *next; /* newer */
+    mp_fence_t fence;
 } batch_t;
 
 typedef struct dev_pool {
@@ -86,12 +95,9 @@ typedef struct dev_pool {
     dblock_t *ready[MP_DEV_CLASSES];
     segment_t *carving[MP_DEV_CLASSES]; /* segments with blocks not yet carved */
     dblock_t *pending;
-    batch_t *fenced;        /* newest first */
-    mp_cu_event spare[256]; /* event pool */
-    unsigned nspare;
-    mp_cu_stream nonblocking[MP_FENCE_MAX - 1]; /* streams the legacy one does not order */
-    unsigned nstreams;
-    bool too_many_streams; /* then nothing is reused before cuMemFree syncs */
+    unsigned pending_n;   /* blocks and bytes waiting for a fence */
+    size_t pending_bytes;
+    batch_t *fenced, *fenced_tail; /* oldest first */
     mp_device_stats_t st;
     _Atomic uint64_t wait_ns; /* in driver frees, which wait for the device */
     mp_dev_class_stats_t cls[MP_DEV_CLASSES];
@@ -105,14 +111,13 @@ typedef struct dev_pool {
     dblock_t *streamq[MP_DEV_CLASSES]; /* released on a stream, event recorded */
 } dev_pool_t;
 
-/* Context pools 0..MP_DEV_MAX-1 (slot i serves context pool_ctx[i]), then
+/* Context pools 0..MP_DEV_MAX-1 (pool i serves context slot i), then
  * one pinned pool per flag combination (portable, mapped, write-combined
  * never mix). */
 #define MP_PINNED_POOLS 8
 #define MP_API_BASE (MP_DEV_MAX + MP_PINNED_POOLS)
 #define MP_NPOOLS (MP_API_BASE + MP_DPOOL_API_MAX)
 static dev_pool_t pools[MP_NPOOLS];
-static _Atomic(mp_cu_context) pool_ctx[MP_DEV_MAX];
 static pthread_mutex_t claim_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
 static dblock_t *live[LIVE_BUCKETS];
@@ -298,48 +303,80 @@ size_t mp_device_class_size(int cls)
 
 static unsigned live_hash(mp_cu_ptr p) { return (unsigned)((p >> 8) * 2654435761u) % LIVE_BUCKETS; }
 
-static dblock_t *live_find(mp_cu_ptr p);
+/* The block table: every block the shim made, handed out or cached. */
+static dblock_t *table_find_locked(mp_cu_ptr p)
+{
+    dblock_t *b = live[live_hash(p)];
+    while (b && b->ptr != p)
+        b = b->hnext;
+    return b;
+}
 
-static void live_add(dblock_t *b)
+/* A new block record joins the table, handed out. */
+static void table_add(dblock_t *b)
 {
     unsigned h = live_hash(b->ptr);
+    b->cached = false;
     pthread_mutex_lock(&live_lock);
-    if (mp_unlikely(mp_debug_on) && live_find(b->ptr) != NULL) {
-        pthread_mutex_unlock(&live_lock);
-        mp_debug_finding(MP_DEBUG_DEVICE_DOUBLE_HANDOUT, "it is handed out anyway",
-                         "%s block 0x%llx (%zu bytes) handed out while it is still live",
-                         pools[b->pool].pinned ? "pinned" : "device",
-                         (unsigned long long)b->ptr, b->size);
-        pthread_mutex_lock(&live_lock);
-    }
-    b->next = live[h];
+    b->hnext = live[h];
     live[h] = b;
     pthread_mutex_unlock(&live_lock);
 }
 
-static dblock_t *live_take(mp_cu_ptr p)
+/* A cached block is handed out again. */
+static void table_mark_live(dblock_t *b)
 {
-    unsigned h = live_hash(p);
     pthread_mutex_lock(&live_lock);
-    dblock_t **pp = &live[h];
-    while (*pp && (*pp)->ptr != p)
-        pp = &(*pp)->next;
-    dblock_t *b = *pp;
-    if (b)
-        *pp = b->next;
+    bool was_live = !b->cached;
+    b->cached = false;
     pthread_mutex_unlock(&live_lock);
-    if (b)
-        b->next = NULL;
-    return b;
+    if (mp_unlikely(mp_debug_on) && was_live)
+        mp_debug_finding(MP_DEBUG_DEVICE_DOUBLE_HANDOUT, "it is handed out anyway",
+                         "%s block 0x%llx (%zu bytes) handed out while it is still live",
+                         pools[b->pool].pinned ? "pinned" : "device", (unsigned long long)b->ptr, b->size);
 }
 
-/* A live block starting at p (live_lock held), or NULL. */
+/* The block goes back to the driver: out of the table. */
+static void table_remove(dblock_t *b)
+{
+    unsigned h = live_hash(b->ptr);
+    pthread_mutex_lock(&live_lock);
+    dblock_t **pp = &live[h];
+    while (*pp && *pp != b)
+        pp = &(*pp)->hnext;
+    if (*pp)
+        *pp = b->hnext;
+    pthread_mutex_unlock(&live_lock);
+    b->hnext = NULL;
+}
+
+/* A free of p: the handed-out block, now marked cached (1); 0 and NULL if
+ * the shim never made p; -1 and NULL if the pool already holds it. */
+static int table_take(mp_cu_ptr p, dblock_t **out)
+{
+    pthread_mutex_lock(&live_lock);
+    dblock_t *b = table_find_locked(p);
+    int r = b == NULL ? 0 : b->cached ? -1 : 1;
+    if (r > 0)
+        b->cached = true;
+    pthread_mutex_unlock(&live_lock);
+    *out = r > 0 ? b : NULL;
+    return r;
+}
+
+/* Undo table_take: the block stays the program's. */
+static void table_untake(dblock_t *b)
+{
+    pthread_mutex_lock(&live_lock);
+    b->cached = false;
+    pthread_mutex_unlock(&live_lock);
+}
+
+/* A handed-out block starting at p (live_lock held), or NULL. */
 static dblock_t *live_find(mp_cu_ptr p)
 {
-    dblock_t *b = live[live_hash(p)];
-    while (b && b->ptr != p)
-        b = b->next;
-    return b;
+    dblock_t *b = table_find_locked(p);
+    return b && !b->cached ? b : NULL;
 }
 
 static unsigned seg_hash(mp_cu_ptr base) { return (unsigned)((base >> 16) * 2654435761u) % SEG_BUCKETS; }
@@ -362,7 +399,7 @@ static segment_t *seg_new(mp_cu_ptr base, size_t size, size_t block, int pool)
     return sg;
 }
 
-static void seg_forget(segment_t *sg)
+static void seg_unhash(segment_t *sg)
 {
     unsigned h = seg_hash(sg->base);
     pthread_mutex_lock(&seg_lock);
@@ -372,32 +409,21 @@ static void seg_forget(segment_t *sg)
     if (*pp)
         *pp = sg->next;
     pthread_mutex_unlock(&seg_lock);
-    slab_put(&free_segs, sg);
 }
 
-static void event_put(dev_pool_t *pl, mp_cu_event ev)
-{
-    if (pl->nspare < sizeof(pl->spare) / sizeof(pl->spare[0]))
-        pl->spare[pl->nspare++] = ev;
-    else
-        mp_cuda.event_destroy(ev);
-}
-
-/* Blocks whose fence completed become ready (pool locked); never waits. */
+/* Blocks whose fence completed become ready (pool locked), oldest batch
+ * first, stopping at the first not done; never waits. */
 static void collect(dev_pool_t *pl)
 {
-    batch_t **pp = &pl->fenced;
-    while (*pp) {
-        batch_t *f = *pp;
-        bool done = true;
-        /* An event that fails to query means its context is gone, and so
-         * is the work that could race us: count it as done. */
-        for (unsigned i = 0; i < f->nevents && done; i++)
-            done = mp_cuda.event_query(f->events[i]) != MP_CUDA_ERROR_NOT_READY;
+    while (pl->fenced) {
+        batch_t *f = pl->fenced;
+        uint64_t queries = 0, errors = 0;
+        bool done = mp_fence_done(&f->fence, &queries, &errors);
+        pl->st.fence_queries += queries;
+        pl->st.fence_errors += errors;
         if (!done) {
             pl->st.fences_pending++;
-            pp = &f->next;
-            continue;
+            return;
         }
         pl->st.fences_completed++;
         while (f->blocks) {
@@ -408,54 +434,75 @@ static void collect(dev_pool_t *pl)
                 b->dirty = false; /* zeroed in order: one more fence covers it */
                 b->next = pl->pending;
                 pl->pending = b;
+                pl->pending_n++;
+                pl->pending_bytes += b->size;
             } else if (b->dirty) {
                 b->next = pl->pending; /* cannot zero it now: try again later */
                 pl->pending = b;
+                pl->pending_n++;
+                pl->pending_bytes += b->size;
             } else {
                 b->next = pl->ready[b->cls];
                 pl->ready[b->cls] = b;
             }
         }
-        for (unsigned i = 0; i < f->nevents; i++)
-            event_put(pl, f->events[i]);
-        *pp = f->next;
+        pl->fenced = f->next;
+        if (pl->fenced == NULL)
+            pl->fenced_tail = NULL;
         batch_free(f);
     }
 }
 
-/* Put the pending blocks behind one new fence (pool locked): an event on
- * the legacy stream (ordered after every blocking stream) and one on each
- * known non-blocking stream. */
-static void fence_pending(dev_pool_t *pl, const dev_pool_t *reg)
+/* The contexts whose work may touch the pool's blocks: a device pool's
+ * own (an API pool's, else the current one), every context for pinned
+ * memory, which any device may be copying. */
+static uint32_t pool_slots(const dev_pool_t *pl, int idx)
 {
-    if (pl->pending == NULL || reg->too_many_streams)
+    if (pl->pinned)
+        return mp_ctx_slots_in_use();
+    if (idx < MP_DEV_MAX)
+        return 1u << idx;
+    int slot = mp_ctx_slot_of(pl->ctx), dev;
+    if (slot < 0)
+        slot = mp_ctx_current_slot(&dev);
+    return slot >= 0 ? 1u << slot : 0;
+}
+
+/* Whether the pending blocks are worth a fence now: a full batch (or
+ * bytes), so that one record and one query serve many reuses.  Pools of
+ * the explicit API reuse a released block at the next acquire, as their
+ * users expect: a fence every time. */
+static bool batch_ready(const dev_pool_t *pl)
+{
+    uint64_t bytes = mp_opt(MP_OPT_DEVICE_FENCE_BYTES);
+    return pl->api || pl->pending_n >= mp_opt(MP_OPT_DEVICE_FENCE_BATCH) || bytes == 0
+           || pl->pending_bytes >= bytes;
+}
+
+/* Put the pending blocks behind one new fence (pool locked). */
+static void fence_pending(dev_pool_t *pl, int idx)
+{
+    if (pl->pending == NULL)
         return;
     batch_t *f = batch_new();
     if (f == NULL)
         return;
-    for (unsigned i = 0; i <= reg->nstreams; i++) {
-        mp_cu_stream s = i == 0 ? NULL : reg->nonblocking[i - 1];
-        mp_cu_event ev = NULL;
-        if (pl->nspare)
-            ev = pl->spare[--pl->nspare];
-        else if (mp_cuda.event_create(&ev, MP_CU_EVENT_DISABLE_TIMING) != MP_CUDA_SUCCESS)
-            ev = NULL;
-        if (ev == NULL || mp_cuda.event_record(ev, s) != MP_CUDA_SUCCESS) {
-            /* No fence possible now: keep the blocks pending. */
-            if (ev)
-                event_put(pl, ev);
-            for (unsigned k = 0; k < f->nevents; k++)
-                event_put(pl, f->events[k]);
-            batch_free(f);
-            return;
-        }
-        f->events[f->nevents++] = ev;
+    mp_fence_init(&f->fence);
+    if (!mp_fence_record(&f->fence, pool_slots(pl, idx))) {
+        pl->st.fence_errors++; /* no fence possible now: keep the blocks pending */
+        batch_free(f);
+        return;
     }
     pl->st.fences_recorded++;
     f->blocks = pl->pending;
     pl->pending = NULL;
-    f->next = pl->fenced;
-    pl->fenced = f;
+    pl->pending_n = 0;
+    pl->pending_bytes = 0;
+    if (pl->fenced_tail)
+        pl->fenced_tail->next = f;
+    else
+        pl->fenced = f;
+    pl->fenced_tail = f;
 }
 
 /* A ready block of class cls (of size csize in an exact pool). */
@@ -483,7 +530,7 @@ static dblock_t *pop_stream(dev_pool_t *pl, int cls, size_t csize, mp_cu_stream 
         if (same_stream ? b->stream != s : mp_cuda.event_query(b->ev) == MP_CUDA_ERROR_NOT_READY)
             continue;
         *pp = b->next;
-        event_put(pl, b->ev);
+        mp_ctx_event_put(b->ev_slot, b->ev);
         b->ev = NULL;
         b->stream = NULL;
         return b;
@@ -491,8 +538,21 @@ static dblock_t *pop_stream(dev_pool_t *pl, int cls, size_t csize, mp_cu_stream 
     return NULL;
 }
 
-/* Give a free segment back to the driver (pool locked). */
-static size_t seg_release(dev_pool_t *pl, segment_t *sg, int cls)
+/* How far a release of cached blocks goes: down to these many bytes and
+ * blocks.  Packed blocks go only in a full release (all = true), where
+ * every block of a free segment goes together.  What is to go back to the
+ * driver is collected under the pool lock and freed after it (trim_finish):
+ * the driver's frees wait for the device. */
+typedef struct trim_goal {
+    int64_t bytes, blocks;
+    bool all;
+    size_t freed;          /* bytes to give back to the driver */
+    dblock_t *doomed;      /* whole blocks, chained by next */
+    segment_t *doomed_segs; /* chained by carve_next */
+} trim_goal_t;
+
+/* A free segment leaves the pool (pool locked). */
+static size_t seg_release(dev_pool_t *pl, segment_t *sg, int cls, trim_goal_t *g)
 {
     size_t size = sg->size;
     for (segment_t **pp = &pl->carving[cls]; *pp; pp = &(*pp)->carve_next)
@@ -500,21 +560,30 @@ static size_t seg_release(dev_pool_t *pl, segment_t *sg, int cls)
             *pp = sg->carve_next;
             break;
         }
-    raw_free(pl, sg->base, sg->size);
     pl->st.reserved -= (int64_t)size;
     pl->st.segments--;
-    seg_forget(sg);
+    seg_unhash(sg);
+    sg->carve_next = g->doomed_segs;
+    g->doomed_segs = sg;
     return size;
 }
 
-/* How far a release of cached blocks goes: down to these many bytes and
- * blocks.  Packed blocks go only in a full release (all = true), where
- * every block of a free segment goes together. */
-typedef struct trim_goal {
-    int64_t bytes, blocks;
-    bool all;
-    size_t freed; /* bytes given back to the driver */
-} trim_goal_t;
+/* Free what a release collected (pool unlocked). */
+static void trim_finish(dev_pool_t *pl, trim_goal_t *g)
+{
+    while (g->doomed) {
+        dblock_t *b = g->doomed;
+        g->doomed = b->next;
+        raw_free(pl, b->ptr, b->size);
+        rec_free(b);
+    }
+    while (g->doomed_segs) {
+        segment_t *sg = g->doomed_segs;
+        g->doomed_segs = sg->carve_next;
+        raw_free(pl, sg->base, sg->size);
+        slab_put(&free_segs, sg);
+    }
+}
 
 static bool goal_met(const dev_pool_t *pl, const trim_goal_t *g)
 {
@@ -525,7 +594,7 @@ static bool goal_met(const dev_pool_t *pl, const trim_goal_t *g)
  * (pool locked) until the goal is met: whole-block segments always, packed
  * blocks when none of their segment's blocks is in use.  Returns the
  * blocks that stay. */
-static dblock_t *release_chain(dev_pool_t *pl, dblock_t *b, trim_goal_t *g)
+static dblock_t *release_chain(dev_pool_t *pl, dblock_t *b, trim_goal_t *g, bool pending)
 {
     dblock_t *keep = NULL, **tail = &keep;
     while (b) {
@@ -540,97 +609,96 @@ static dblock_t *release_chain(dev_pool_t *pl, dblock_t *b, trim_goal_t *g)
         pl->st.cached -= (int64_t)b->size;
         pl->st.cached_blocks--;
         pl->st.trims++;
-        if (b->ev)
-            event_put(pl, b->ev);
+        if (pending) {
+            pl->pending_n--;
+            pl->pending_bytes -= b->size;
+        }
+        if (b->ev) {
+            mp_ctx_event_put(b->ev_slot, b->ev);
+            b->ev = NULL;
+        }
+        table_remove(b);
         if (sg == NULL) {
-            raw_free(pl, b->ptr, b->size);
             pl->st.reserved -= (int64_t)b->size;
             pl->st.segments--;
             g->freed += b->size;
-        } else if (++sg->dropped == sg->carved) {
-            g->freed += seg_release(pl, sg, b->cls);
+            b->next = g->doomed;
+            g->doomed = b;
+        } else {
+            if (++sg->dropped == sg->carved)
+                g->freed += seg_release(pl, sg, b->cls, g);
+            rec_free(b);
         }
-        rec_free(b);
         b = next;
     }
     *tail = NULL;
     return keep;
 }
 
-/* Free cached blocks until the goal is met, oldest first: pending and
+/* Collect cached blocks until the goal is met, oldest first: pending and
  * fenced ones, then those released on streams, then ready ones from the
- * largest class down (pool locked).  cuMemFree waits for the device, so
- * no block is freed under a running kernel.  Returns bytes freed. */
+ * largest class down (pool locked; trim_finish frees them).  cuMemFree
+ * waits for the device, so no block is freed under a running kernel.
+ * Returns bytes to be freed. */
 static size_t release_to(dev_pool_t *pl, trim_goal_t *g)
 {
-    pl->pending = release_chain(pl, pl->pending, g);
-    for (batch_t **pp = &pl->fenced; *pp;) {
-        batch_t *f = *pp;
-        f->blocks = release_chain(pl, f->blocks, g);
+    pl->pending = release_chain(pl, pl->pending, g, true);
+    batch_t *prev = NULL;
+    for (batch_t *f = pl->fenced, *next; f; f = next) {
+        next = f->next;
+        f->blocks = release_chain(pl, f->blocks, g, false);
         if (f->blocks) {
-            pp = &f->next;
+            prev = f;
             continue;
         }
-        *pp = f->next;
-        for (unsigned i = 0; i < f->nevents; i++)
-            event_put(pl, f->events[i]);
+        if (prev)
+            prev->next = next;
+        else
+            pl->fenced = next;
+        if (pl->fenced_tail == f)
+            pl->fenced_tail = prev;
+        mp_fence_release(&f->fence);
         batch_free(f);
     }
     for (int c = MP_DEV_CLASSES - 1; c >= 0; c--)
-        pl->streamq[c] = release_chain(pl, pl->streamq[c], g);
+        pl->streamq[c] = release_chain(pl, pl->streamq[c], g, false);
     for (int c = MP_DEV_CLASSES - 1; c >= 0; c--)
-        pl->ready[c] = release_chain(pl, pl->ready[c], g);
+        pl->ready[c] = release_chain(pl, pl->ready[c], g, false);
     /* Segments none of whose blocks is in use or cached (not carved yet). */
     if (g->all)
         for (int c = 0; c < MP_DEV_CLASSES; c++)
             for (segment_t *sg = pl->carving[c], *next; sg; sg = next) {
                 next = sg->carve_next;
                 if (sg->in_use == 0 && sg->dropped == sg->carved)
-                    g->freed += seg_release(pl, sg, c);
+                    g->freed += seg_release(pl, sg, c, g);
             }
     return g->freed;
 }
 
-/* Free every cached block that can be freed (pool locked). */
-static size_t release_cached(dev_pool_t *pl)
+/* Collect every cached block that can be freed (pool locked). */
+static size_t release_cached(dev_pool_t *pl, trim_goal_t *g)
 {
-    trim_goal_t g = {0, 0, true, 0};
-    return release_to(pl, &g);
+    *g = (trim_goal_t){0, 0, true, 0, NULL, NULL};
+    return release_to(pl, g);
 }
 
 /* The pool of the current context, claiming a free slot for a context seen
  * for the first time; -1 (pass through) without a driver or context. */
+static _Atomic(mp_cu_context) pool_owner[MP_DEV_MAX]; /* the context each pool was set up for */
+
 static int current_pool(void)
 {
     pthread_once(&once, init);
-    mp_cu_context ctx = NULL;
-    if (!mp_cuda_load() || mp_cuda.ctx_get_current(&ctx) != MP_CUDA_SUCCESS || ctx == NULL)
+    int dev = -1, slot = mp_ctx_current_slot(&dev);
+    if (slot < 0)
         return -1;
-    for (int i = 0; i < MP_DEV_MAX; i++)
-        if (atomic_load_explicit(&pool_ctx[i], memory_order_acquire) == ctx)
-            return i;
-    int dev = -1, slot = -1;
-    if (mp_cuda.ctx_get_device(&dev) != MP_CUDA_SUCCESS || dev < 0)
-        return -1;
-    pthread_mutex_lock(&claim_lock);
-    for (int i = 0; i < MP_DEV_MAX && slot < 0; i++)
-        if (atomic_load_explicit(&pool_ctx[i], memory_order_relaxed) == ctx)
-            slot = i;
-    for (int i = 0; i < MP_DEV_MAX && slot < 0; i++)
-        if (atomic_load_explicit(&pool_ctx[i], memory_order_relaxed) == NULL) {
-            slot = i;
-            pthread_mutex_lock(&pools[i].lock);
-            pools[i].ordinal = dev;
-            pools[i].st.device = dev;
-            pthread_mutex_unlock(&pools[i].lock);
-            atomic_store_explicit(&pool_ctx[i], ctx, memory_order_release);
-        }
-    pthread_mutex_unlock(&claim_lock);
-    if (slot < 0) {
-        static _Atomic int said;
-        if (atomic_exchange(&said, 1) == 0)
-            mp_log(MP_LOG_WARN, "more than %d CUDA contexts: allocations of the others are not pooled",
-                   MP_DEV_MAX);
+    mp_cu_context ctx = mp_ctx_handle(slot);
+    if (mp_unlikely(atomic_load_explicit(&pool_owner[slot], memory_order_acquire) != ctx)) {
+        pthread_mutex_lock(&pools[slot].lock);
+        pools[slot].ordinal = dev;
+        pools[slot].st.device = dev;
+        pthread_mutex_unlock(&pools[slot].lock);
+        atomic_store_explicit(&pool_owner[slot], ctx, memory_order_release);
     }
     return slot;
 }
@@ -660,32 +728,32 @@ static dblock_t *carve(dev_pool_t *pl, int cls, int idx)
  * one, after collecting completed fences (and fencing the pending blocks
  * when nothing is ready), else one released on a stream whose event has
  * completed.  While a graph is captured no event is recorded or queried. */
-static dblock_t *take_cached(dev_pool_t *pl, const dev_pool_t *reg, int cls, size_t csize,
-                             mp_cu_stream s, bool async, bool quiet)
+static dblock_t *take_cached(dev_pool_t *pl, int idx, int cls, size_t csize, mp_cu_stream s, bool async,
+                             bool quiet)
 {
     dblock_t *b = NULL;
     if (async && (b = pop_stream(pl, cls, csize, s, true)) != NULL)
         return b;
     if ((b = pop_ready(pl, cls, csize)) != NULL || quiet)
         return b;
-    if (pl->fenced || pl->pending) {
+    if (pl->fenced) {
         collect(pl);
         if ((b = pop_ready(pl, cls, csize)) != NULL)
             return b;
-        if (pl->pending) {
-            fence_pending(pl, reg);
-            collect(pl); /* an idle device completes it at once */
-            if ((b = pop_ready(pl, cls, csize)) != NULL)
-                return b;
-        }
+    }
+    if (pl->pending && batch_ready(pl)) {
+        fence_pending(pl, idx);
+        collect(pl); /* an idle device completes it at once */
+        if ((b = pop_ready(pl, cls, csize)) != NULL)
+            return b;
     }
     return pl->streamq[cls] ? pop_stream(pl, cls, csize, s, false) : NULL;
 }
 
 /* Serve size bytes from pool pl; reg holds the streams the fences cover
  * (the current context's pool).  s/async: a stream-ordered request. */
-static mp_cu_result pool_alloc(dev_pool_t *pl, const dev_pool_t *reg, int idx, mp_cu_ptr *out,
-                               size_t size, mp_cu_stream s, bool async)
+static mp_cu_result pool_alloc(dev_pool_t *pl, int idx, mp_cu_ptr *out, size_t size, mp_cu_stream s,
+                               bool async)
 {
     size_t csize = size;
     size_t max_block = pl->max_block ? pl->max_block
@@ -707,7 +775,7 @@ static mp_cu_result pool_alloc(dev_pool_t *pl, const dev_pool_t *reg, int idx, m
     pl->st.req_bytes += size;
     if (cls >= 0) {
         pl->cls[cls].req_bytes += size;
-        b = take_cached(pl, reg, cls, csize, s, async, quiet);
+        b = take_cached(pl, idx, cls, csize, s, async, quiet);
         if (b) {
             hit = true;
             pl->cls[cls].hits++;
@@ -734,10 +802,12 @@ static mp_cu_result pool_alloc(dev_pool_t *pl, const dev_pool_t *reg, int idx, m
         uint64_t t0 = now_ns();
         mp_cu_result r = raw_alloc(pl, &p, want);
         if (r == MP_CUDA_ERROR_OUT_OF_MEMORY) {
+            trim_goal_t g;
             pthread_mutex_lock(&pl->lock);
             pl->st.oom_retries++;
-            release_cached(pl);
+            release_cached(pl, &g);
             pthread_mutex_unlock(&pl->lock);
+            trim_finish(pl, &g);
             r = raw_alloc(pl, &p, want);
         }
         wait_ns = now_ns() - t0;
@@ -794,7 +864,10 @@ static mp_cu_result pool_alloc(dev_pool_t *pl, const dev_pool_t *reg, int idx, m
         memset((void *)(uintptr_t)b->ptr, 0, b->size);
     b->req = size;
     b->exported = false;
-    live_add(b);
+    if (hit)
+        table_mark_live(b);
+    else
+        table_add(b);
     *out = b->ptr;
     if (!hit && mp_callsite_device_on()) /* a miss: where from, and how long it waited */
         mp_callsite_record(pl->pinned ? MP_SITE_PINNED : MP_SITE_DEVICE, size, b->size, wait_ns);
@@ -816,19 +889,19 @@ mp_cu_result mp_device_alloc(mp_cu_ptr *out, size_t size)
     int idx = current_pool();
     if (idx < 0 || capturing(&pools[idx]))
         return MP_CUDA_ERROR_NOT_INITIALIZED; /* the caller passes it through */
-    return pool_alloc(&pools[idx], &pools[idx], idx, out, size, NULL, false);
+    return pool_alloc(&pools[idx], idx, out, size, NULL, false);
 }
 
 mp_cu_result mp_pinned_alloc(void **out, size_t size, unsigned flags)
 {
-    int reg = current_pool(); /* fences go on this context's streams */
+    int reg = current_pool(); /* a context to allocate in */
     if (reg < 0 || flags >= MP_PINNED_POOLS)
         return MP_CUDA_ERROR_NOT_INITIALIZED;
     int idx = MP_DEV_MAX + (int)flags;
     if (capturing(&pools[idx]))
         return MP_CUDA_ERROR_NOT_INITIALIZED;
     mp_cu_ptr p = 0;
-    mp_cu_result r = pool_alloc(&pools[idx], &pools[reg], idx, &p, size ? size : 1, NULL, false);
+    mp_cu_result r = pool_alloc(&pools[idx], idx, &p, size ? size : 1, NULL, false);
     if (r == MP_CUDA_SUCCESS)
         *out = (void *)(uintptr_t)p;
     return r;
@@ -855,10 +928,29 @@ static uint64_t device_cache_limit(int dev)
     return r;
 }
 
-/* Take back block b (out of the live table) into its pool: cached for
- * reuse behind a fence, or freed when unpooled, exported or over a limit. */
+/* MEMPOOL_DEVICE_FREE_SYNC: wait for the block's context as the driver's
+ * own free would (no pool lock held). */
+static void sync_context_of(int pool)
+{
+    mp_cu_context ctx = pool < MP_DEV_MAX ? mp_ctx_handle(pool) : pools[pool].ctx, cur = NULL, popped;
+    if (ctx == NULL || mp_cuda.ctx_synchronize == NULL)
+        return;
+    bool push = mp_cuda.ctx_get_current(&cur) != MP_CUDA_SUCCESS || cur != ctx;
+    if (push && mp_cuda.ctx_push(ctx) != MP_CUDA_SUCCESS)
+        return;
+    uint64_t t0 = now_ns();
+    mp_cuda.ctx_synchronize();
+    atomic_fetch_add_explicit(&pools[pool].wait_ns, now_ns() - t0, memory_order_relaxed);
+    if (push)
+        mp_cuda.ctx_pop(&popped);
+}
+
+/* Take back block b (marked cached in the table) into its pool: cached
+ * for reuse behind a fence, or freed when unpooled, exported or over a
+ * limit. */
 static void pool_put(dev_pool_t *pl, dblock_t *b, mp_cu_stream s, bool async)
 {
+    trim_goal_t g = {0, 0, false, 0, NULL, NULL};
     mp_timeline_tick();
     bool quiet = atomic_load_explicit(&mp_captures, memory_order_acquire) != 0;
     pthread_mutex_lock(&pl->lock);
@@ -874,6 +966,7 @@ static void pool_put(dev_pool_t *pl, dblock_t *b, mp_cu_stream s, bool async)
         pl->st.reserved -= (int64_t)b->size;
         pl->st.segments--;
         pthread_mutex_unlock(&pl->lock);
+        table_remove(b);
         raw_free(pl, b->ptr, b->size);
         rec_free(b);
         return;
@@ -886,19 +979,16 @@ static void pool_put(dev_pool_t *pl, dblock_t *b, mp_cu_stream s, bool async)
                    || mp_cuda.memset_async(b->ptr, 0, b->size, async ? s : NULL) != MP_CUDA_SUCCESS;
     }
     mp_cu_event ev = NULL;
-    if (async && !quiet && !b->dirty) {
-        if (pl->nspare)
-            ev = pl->spare[--pl->nspare];
-        else if (mp_cuda.event_create(&ev, MP_CU_EVENT_DISABLE_TIMING) != MP_CUDA_SUCCESS)
-            ev = NULL;
-        if (ev && mp_cuda.event_record(ev, s) != MP_CUDA_SUCCESS) {
-            event_put(pl, ev);
-            ev = NULL;
-        }
+    int dev, slot = -1;
+    if (async && !quiet && !b->dirty && (slot = mp_ctx_current_slot(&dev)) >= 0
+        && (ev = mp_ctx_event_get(slot)) != NULL && mp_cuda.event_record(ev, s) != MP_CUDA_SUCCESS) {
+        mp_cuda.event_destroy(ev); /* a failed event is not reused */
+        ev = NULL;
     }
     if (ev) { /* stream-ordered: at once for s, after ev for the others */
         b->stream = s;
         b->ev = ev;
+        b->ev_slot = slot;
         b->next = pl->streamq[b->cls];
         pl->streamq[b->cls] = b;
     } else if (mp_opt(MP_OPT_DEVICE_FENCES) == 1 && !b->dirty) { /* none: the program vouches */
@@ -907,60 +997,38 @@ static void pool_put(dev_pool_t *pl, dblock_t *b, mp_cu_stream s, bool async)
     } else {
         b->next = pl->pending;
         pl->pending = b;
+        pl->pending_n++;
+        pl->pending_bytes += b->size;
     }
     pl->st.cached += (int64_t)b->size;
     pl->st.cached_blocks++;
     /* No driver call while a graph is being captured: trim later. */
     if (!quiet) {
         if (pl->api) {
-            trim_goal_t g = {pl->cache_limit ? (int64_t)pl->cache_limit : INT64_MAX,
-                             pl->max_blocks ? (int64_t)pl->max_blocks : INT64_MAX, false, 0};
+            g.bytes = pl->cache_limit ? (int64_t)pl->cache_limit : INT64_MAX;
+            g.blocks = pl->max_blocks ? (int64_t)pl->max_blocks : INT64_MAX;
             if (!goal_met(pl, &g))
                 release_to(pl, &g);
         } else {
             uint64_t limit = pl->pinned ? mp_opt(MP_OPT_PINNED_CACHE_LIMIT) : device_cache_limit(pl->ordinal);
             if (limit && (uint64_t)pl->st.cached > limit)
-                release_cached(pl); /* the free functions wait for the device */
+                release_cached(pl, &g);
         }
     }
     pthread_mutex_unlock(&pl->lock);
-}
-
-/* Whether a pool holds a block at p among those freed but kept (ready,
- * waiting for a fence, or released on a stream): a second free of it. */
-static bool chain_has(const dblock_t *b, mp_cu_ptr p)
-{
-    for (; b; b = b->next)
-        if (b->ptr == p)
-            return true;
-    return false;
-}
-
-static bool pool_holds(mp_cu_ptr p)
-{
-    bool found = false;
-    for (int i = 0; i < MP_NPOOLS && !found; i++) {
-        dev_pool_t *pl = &pools[i];
-        pthread_mutex_lock(&pl->lock);
-        found = chain_has(pl->pending, p);
-        for (batch_t *f = pl->fenced; f && !found; f = f->next)
-            found = chain_has(f->blocks, p);
-        for (int c = 0; c < MP_DEV_CLASSES && !found; c++)
-            found = chain_has(pl->ready[c], p) || chain_has(pl->streamq[c], p);
-        pthread_mutex_unlock(&pl->lock);
-    }
-    return found;
+    trim_finish(pl, &g); /* the free functions wait for the device */
 }
 
 /* Take back a block of the wanted kind: 1 done, 0 not ours, -1 refused (a
  * block the pool already holds: forwarding it would let the driver free
- * memory the pool still hands out). */
+ * memory the pool still hands out).  One table lookup either way. */
 static int pool_free(mp_cu_ptr p, bool pinned)
 {
-    dblock_t *b = live_take(p);
-    if (b == NULL) {
-        if (!atomic_load_explicit(&inited, memory_order_acquire) || !pool_holds(p))
-            return 0; /* not ours: the caller forwards to the driver */
+    dblock_t *b;
+    int r = table_take(p, &b);
+    if (r == 0)
+        return 0; /* not ours: the caller forwards to the driver */
+    if (r < 0) {
         mp_debug_finding(MP_DEBUG_DEVICE_DOUBLE_FREE, "the free fails with an invalid-value error",
                          "%s 0x%llx freed twice (the pool already holds it); refused",
                          pinned ? "pinned block" : "device block", (unsigned long long)p);
@@ -968,9 +1036,11 @@ static int pool_free(mp_cu_ptr p, bool pinned)
     }
     dev_pool_t *pl = &pools[b->pool];
     if (pl->pinned != pinned) { /* cudaFreeHost of device memory, or the reverse */
-        live_add(b);
+        table_untake(b);
         return 0; /* the real function reports the error */
     }
+    if (mp_unlikely(mp_opt(MP_OPT_DEVICE_FREE_SYNC)) && !pinned)
+        sync_context_of(b->pool);
     pool_put(pl, b, NULL, false);
     return 1;
 }
@@ -1027,9 +1097,11 @@ int mp_dpool_close(int idx)
         pthread_mutex_unlock(&claim_lock);
         return -1;
     }
-    release_cached(pl);
-    for (unsigned i = 0; i < pl->nspare; i++)
-        mp_cuda.event_destroy(pl->spare[i]);
+    trim_goal_t g;
+    release_cached(pl, &g);
+    pthread_mutex_unlock(&pl->lock);
+    trim_finish(pl, &g);
+    pthread_mutex_lock(&pl->lock);
     pthread_mutex_t keep = pl->lock;
     memset(pl, 0, sizeof(*pl));
     pl->lock = keep;
@@ -1044,18 +1116,16 @@ mp_cu_result mp_dpool_alloc(int idx, mp_cu_ptr *out, size_t size, mp_cu_stream s
 {
     if (idx < 0 || idx >= MP_NPOOLS)
         return MP_CUDA_ERROR_INVALID_VALUE;
-    int reg = current_pool(); /* the streams the current context's pool knows */
-    dev_pool_t *pl = &pools[idx];
-    return pool_alloc(pl, reg >= 0 ? &pools[reg] : pl, idx, out, size ? size : 1, s, async);
+    return pool_alloc(&pools[idx], idx, out, size ? size : 1, s, async);
 }
 
 int mp_dpool_free(int idx, mp_cu_ptr p, mp_cu_stream s, bool async)
 {
-    dblock_t *b = live_take(p);
-    if (b == NULL)
+    dblock_t *b;
+    if (table_take(p, &b) <= 0)
         return -1;
     if (b->pool != idx) {
-        live_add(b);
+        table_untake(b);
         return -1;
     }
     pool_put(&pools[idx], b, s, async);
@@ -1077,10 +1147,11 @@ size_t mp_dpool_trim(int idx, size_t target)
         return 0;
     pthread_once(&once, init);
     dev_pool_t *pl = &pools[idx];
-    trim_goal_t g = {(int64_t)(target > INT64_MAX ? INT64_MAX : target), INT64_MAX, target == 0, 0};
+    trim_goal_t g = {(int64_t)(target > INT64_MAX ? INT64_MAX : target), INT64_MAX, target == 0, 0, NULL, NULL};
     pthread_mutex_lock(&pl->lock);
     size_t freed = atomic_load(&mp_captures) == 0 ? release_to(pl, &g) : 0;
     pthread_mutex_unlock(&pl->lock);
+    trim_finish(pl, &g);
     return freed;
 }
 
@@ -1092,28 +1163,73 @@ void mp_dpool_stats(int idx, mp_device_stats_t *out)
         copy_stats(&pools[idx], out);
 }
 
+/* Free every cached block of the pools i in [from, to) that `want`
+ * selects (pool locked while collecting, unlocked while freeing). */
+static size_t release_pools(int from, int to, bool (*want)(const dev_pool_t *, int, int), int arg)
+{
+    size_t freed = 0;
+    for (int i = from; i < to; i++) {
+        dev_pool_t *pl = &pools[i];
+        trim_goal_t g = {0, 0, true, 0, NULL, NULL};
+        pthread_mutex_lock(&pl->lock);
+        if (want(pl, i, arg))
+            freed += release_cached(pl, &g);
+        pthread_mutex_unlock(&pl->lock);
+        trim_finish(pl, &g);
+    }
+    return freed;
+}
+
+static bool on_device(const dev_pool_t *pl, int i, int dev)
+{
+    return !pl->pinned && pl->ordinal == dev && (i >= MP_DEV_MAX ? pl->api : mp_ctx_handle(i) != NULL);
+}
+
+static bool is_pinned(const dev_pool_t *pl, int i, int unused)
+{
+    (void)i, (void)unused;
+    return pl->pinned;
+}
+
 size_t mp_device_trim(int dev)
 {
     if (!mp_cuda.loaded)
         return 0;
     pthread_once(&once, init);
-    size_t freed = 0;
-    for (int i = 0; i < MP_DEV_MAX; i++) {
+    return release_pools(0, MP_DEV_MAX, on_device, dev);
+}
+
+size_t mp_device_release_for_oom(bool pinned)
+{
+    if (!mp_cuda.loaded || atomic_load(&mp_captures) != 0)
+        return 0;
+    pthread_once(&once, init);
+    if (pinned)
+        return release_pools(MP_DEV_MAX, MP_NPOOLS, is_pinned, 0);
+    int dev = mp_device_of_context(NULL);
+    return dev < 0 ? 0 : release_pools(0, MP_NPOOLS, on_device, dev);
+}
+
+size_t mp_device_cached_on(int dev)
+{
+    if (!atomic_load_explicit(&inited, memory_order_acquire))
+        return 0;
+    size_t bytes = 0;
+    for (int i = 0; i < MP_NPOOLS; i++) {
         dev_pool_t *pl = &pools[i];
         pthread_mutex_lock(&pl->lock);
-        if (pl->ordinal == dev && atomic_load(&pool_ctx[i]) != NULL)
-            freed += release_cached(pl);
+        if (on_device(pl, i, dev) && pl->st.reserved > pl->st.in_use)
+            bytes += (size_t)(pl->st.reserved - pl->st.in_use);
         pthread_mutex_unlock(&pl->lock);
     }
-    return freed;
+    return bytes;
 }
 
 void mp_pool_class_stats(int pool, mp_dev_class_stats_t out[MP_DEV_CLASSES])
 {
     memset(out, 0, sizeof(mp_dev_class_stats_t) * MP_DEV_CLASSES);
-    if (pool < 0 || pool >= MP_DEV_MAX + MP_PINNED_POOLS)
+    if (pool < 0 || pool >= MP_DEV_MAX + MP_PINNED_POOLS || !atomic_load_explicit(&inited, memory_order_acquire))
         return;
-    pthread_once(&once, init);
     pthread_mutex_lock(&pools[pool].lock);
     memcpy(out, pools[pool].cls, sizeof(pools[pool].cls));
     pthread_mutex_unlock(&pools[pool].lock);
@@ -1121,7 +1237,8 @@ void mp_pool_class_stats(int pool, mp_dev_class_stats_t out[MP_DEV_CLASSES])
 
 static void copy_stats(dev_pool_t *pl, mp_device_stats_t *out)
 {
-    pthread_once(&once, init);
+    if (!atomic_load_explicit(&inited, memory_order_acquire))
+        return; /* no CUDA call yet: nothing to read (and nothing to set up) */
     pthread_mutex_lock(&pl->lock);
     *out = pl->st;
     out->wait_ns = atomic_load_explicit(&pl->wait_ns, memory_order_relaxed);
@@ -1143,35 +1260,24 @@ void mp_device_stats(int slot, mp_device_stats_t *out)
         copy_stats(&pools[slot], out);
 }
 
-static void forget_chain(dblock_t *b)
-{
-    while (b) {
-        dblock_t *next = b->next;
-        rec_free(b);
-        b = next;
-    }
-}
-
-/* The memory behind a pool is gone: forget its records (pool locked). */
+/* The memory behind a pool is gone: forget its lists (pool locked; the
+ * records go with the block table's scan in drop). */
 static void forget_pool(dev_pool_t *pl)
 {
-    forget_chain(pl->pending);
     pl->pending = NULL;
-    while (pl->fenced) { /* its events died with the context */
+    pl->pending_n = 0;
+    pl->pending_bytes = 0;
+    while (pl->fenced) {
         batch_t *f = pl->fenced;
         pl->fenced = f->next;
-        forget_chain(f->blocks);
+        mp_fence_release(&f->fence); /* events of live contexts go back */
         batch_free(f);
     }
+    pl->fenced_tail = NULL;
     for (int c = 0; c < MP_DEV_CLASSES; c++) {
-        forget_chain(pl->ready[c]);
-        forget_chain(pl->streamq[c]);
         pl->ready[c] = pl->streamq[c] = NULL;
         pl->carving[c] = NULL;
     }
-    pl->nspare = 0;
-    pl->nstreams = 0;
-    pl->too_many_streams = false;
     pl->st.reserved = pl->st.cached = pl->st.in_use = pl->st.segments = pl->st.cached_blocks = 0;
     pl->st.drops++;
 }
@@ -1193,15 +1299,21 @@ static void drop(int dev, mp_cu_context ctx)
         } else if (i >= MP_DEV_MAX) {
             gone[i] = i < MP_API_BASE;
         } else {
-            mp_cu_context c = atomic_load(&pool_ctx[i]);
+            mp_cu_context c = mp_ctx_handle(i);
             gone[i] = c != NULL && (ctx ? c == ctx : pl->ordinal == dev);
-            if (gone[i])
-                atomic_store(&pool_ctx[i], NULL); /* the slot may serve a new context */
+            if (gone[i]) { /* the slot may serve a new context */
+                mp_ctx_forget(i);
+                atomic_store(&pool_owner[i], NULL);
+            }
         }
-        if (gone[i])
-            forget_pool(pl);
         pthread_mutex_unlock(&pl->lock);
     }
+    for (int i = 0; i < MP_NPOOLS; i++)
+        if (gone[i]) { /* after every gone context is forgotten: no dead event is kept */
+            pthread_mutex_lock(&pools[i].lock);
+            forget_pool(&pools[i]);
+            pthread_mutex_unlock(&pools[i].lock);
+        }
     pthread_mutex_unlock(&claim_lock);
     /* Live blocks are invalid now: a later free of one goes to the driver,
      * which reports it.  Segments of the gone pools are forgotten with them. */
@@ -1211,10 +1323,10 @@ static void drop(int dev, mp_cu_context ctx)
         while (*pp) {
             if (gone[(*pp)->pool]) {
                 dblock_t *b = *pp;
-                *pp = b->next;
+                *pp = b->hnext;
                 rec_free(b);
             } else {
-                pp = &(*pp)->next;
+                pp = &(*pp)->hnext;
             }
         }
     }
@@ -1271,7 +1383,8 @@ void mp_device_fork_child(void)
     memset(live, 0, sizeof(live));
     memset(segs, 0, sizeof(segs));
     for (int i = 0; i < MP_DEV_MAX; i++)
-        atomic_store(&pool_ctx[i], NULL);
+        atomic_store(&pool_owner[i], NULL);
+    mp_ctx_fork_child();
     atomic_store(&mp_captures, 0);
     free_batches = free_recs = free_segs = NULL;
     pthread_mutex_init(&live_lock, NULL);
@@ -1298,40 +1411,6 @@ int mp_device_of_context(mp_cu_context ctx)
         dev = -1;
     mp_cuda.ctx_pop(&popped);
     return dev;
-}
-
-void mp_device_stream_created(mp_cu_stream s, unsigned flags)
-{
-    if (!(flags & 0x1u) || s == NULL) /* CU_STREAM_NON_BLOCKING */
-        return;
-    int idx = current_pool();
-    if (idx < 0)
-        return;
-    dev_pool_t *pl = &pools[idx];
-    pthread_mutex_lock(&pl->lock);
-    if (pl->nstreams < MP_FENCE_MAX - 1) {
-        pl->nonblocking[pl->nstreams++] = s;
-    } else if (!pl->too_many_streams) {
-        pl->too_many_streams = true;
-        mp_log(MP_LOG_WARN, "more than %d non-blocking streams on device %d: freed device "
-               "blocks are no longer reused (only released)", MP_FENCE_MAX - 1, pl->ordinal);
-    }
-    pthread_mutex_unlock(&pl->lock);
-}
-
-void mp_device_stream_destroyed(mp_cu_stream s)
-{
-    pthread_once(&once, init);
-    for (int d = 0; d < MP_DEV_MAX; d++) {
-        dev_pool_t *pl = &pools[d];
-        pthread_mutex_lock(&pl->lock);
-        for (unsigned i = 0; i < pl->nstreams; i++)
-            if (pl->nonblocking[i] == s) {
-                pl->nonblocking[i] = pl->nonblocking[--pl->nstreams];
-                break;
-            }
-        pthread_mutex_unlock(&pl->lock);
-    }
 }
 
 int mp_device_range(mp_cu_ptr p, mp_cu_ptr *base, size_t *size)

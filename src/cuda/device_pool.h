@@ -5,15 +5,16 @@
 #include <stdbool.h>
 
 #include "cuda_abi.h"
+#include "cuda_ctx.h"
 #include "internal.h"
-
-#define MP_DEV_MAX 16
 #define MP_DEV_CLASSES (1 + 4 * 31) /* 512 B .. 2^40 B */
 
 typedef struct mp_device_stats {
     int device; /* ordinal of a context pool's device (-1: slot unused) */
     uint64_t requests, hits, misses, unpooled, releases, req_bytes, trims;
     uint64_t fences_recorded, fences_completed, fences_pending, oom_retries, ooms, drops;
+    uint64_t fence_queries; /* event queries the fences made */
+    uint64_t fence_errors;  /* fences that could not be recorded or answered with an error */
     uint64_t captured;    /* requests passed through during stream capture */
     uint64_t ipc_exports; /* blocks exported with cuIpcGetMemHandle (never reused) */
     uint64_t wait_ns;     /* time in driver frees (trims, OOM releases, unpooled) */
@@ -76,10 +77,13 @@ void mp_pool_class_stats(int pool, mp_dev_class_stats_t out[MP_DEV_CLASSES]);
 void mp_device_drop(int dev);
 /* cuCtxDestroy: forget that context's pool only. */
 void mp_device_drop_context(mp_cu_context ctx);
-/* Non-blocking streams are not ordered by the legacy stream: fences record
- * an event on each (learnt from the stream-creation hooks). */
-void mp_device_stream_created(mp_cu_stream s, unsigned flags);
-void mp_device_stream_destroyed(mp_cu_stream s);
+/* An allocation the pools do not serve ran out of memory: free the
+ * cached blocks of the current device (pinned: of the pinned pools) so
+ * that the caller can retry once.  Returns bytes given back. */
+size_t mp_device_release_for_oom(bool pinned);
+/* Bytes the pools hold on device dev that the program is not using
+ * (reserved minus in use): free memory as far as the program is concerned. */
+size_t mp_device_cached_on(int dev);
 /* In a forked child: the parent's device pointers are never reused. */
 void mp_device_fork_child(void);
 /* Bytes in use and reserved, device pools then pinned pools (the timeline). */

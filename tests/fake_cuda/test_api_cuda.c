@@ -31,6 +31,8 @@ static struct {
 static void start(void)
 {
     setenv("MEMPOOL_HOST_RESERVE", "64G", 0);
+    /* The default pools (the preload's) reuse at the next allocation. */
+    setenv("MEMPOOL_DEVICE_FENCE_BATCH", "1", 0);
     ck_assert_int_eq(mp_init(), MP_STATE_READY);
     void *h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_GLOBAL);
     ck_assert_ptr_nonnull(h);

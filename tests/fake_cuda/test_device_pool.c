@@ -39,6 +39,9 @@ static void start(void)
     /* Byte-exact checks below assume one driver allocation per block; the
      * packing tests turn segments on. */
     setenv("MEMPOOL_DEVICE_PACK_MAX_SIZE", "0", 0);
+    /* Reuse checks below expect the freed block at the next allocation: a
+     * fence at every reuse; the batching cases set their own. */
+    setenv("MEMPOOL_DEVICE_FENCE_BATCH", "1", 0);
     ck_assert_int_eq(mp_init(), MP_STATE_READY);
     /* global: the interposed functions find the real ones with RTLD_NEXT */
     void *h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_GLOBAL);
@@ -147,7 +150,7 @@ START_TEST(reuse_waits_for_nonblocking_stream)
     start();
     CUstream s;
     ck_assert_int_eq(fk.stream_create(&s, CU_STREAM_NON_BLOCKING), CUDA_SUCCESS);
-    mp_device_stream_created((mp_cu_stream)s, CU_STREAM_NON_BLOCKING); /* as the hooks do */
+    mp_ctx_stream_created((mp_cu_stream)s, CU_STREAM_NON_BLOCKING); /* as the hooks do */
     reuse_waits_on(s);
     ck_assert_uint_ge(stats(0).fences_recorded, 1);
 }
@@ -379,15 +382,15 @@ START_TEST(small_blocks_share_a_segment)
 
     CUdeviceptr base = 0;
     size_t size = 0;
-    ck_assert_int_eq(mp_cuda_drv_address_range(&base, &size, p[5]), CUDA_SUCCESS);
+    ck_assert_int_eq(mp_cuda_address_range(&base, &size, p[5]), CUDA_SUCCESS);
     ck_assert_uint_eq(base, p[5]);
     ck_assert_uint_eq(size, 1000);
-    ck_assert_int_eq(mp_cuda_drv_address_range(&base, &size, p[7] + 999), CUDA_SUCCESS); /* interior */
+    ck_assert_int_eq(mp_cuda_address_range(&base, &size, p[7] + 999), CUDA_SUCCESS); /* interior */
     ck_assert_uint_eq(base, p[7]);
     ck_assert_uint_eq(size, 1000);
     ck_assert_int_eq(mp_device_free(p[9]), 1);
-    ck_assert_int_eq(mp_cuda_drv_address_range(&base, &size, p[9] + 8), CUDA_ERROR_NOT_FOUND);
-    ck_assert_int_eq(mp_cuda_drv_address_range(&base, &size, p[99] + 1024 * 3), CUDA_ERROR_NOT_FOUND);
+    ck_assert_int_eq(mp_cuda_address_range(&base, &size, p[9] + 8), CUDA_ERROR_NOT_FOUND);
+    ck_assert_int_eq(mp_cuda_address_range(&base, &size, p[99] + 1024 * 3), CUDA_ERROR_NOT_FOUND);
 
     /* A segment goes back to the driver only when none of its blocks is in use. */
     for (int i = 0; i < 99; i++)
@@ -436,7 +439,7 @@ START_TEST(ipc_exports_whole_blocks_only)
     ck_assert_int_eq(mp_device_alloc(&a, 1 << 20), CUDA_SUCCESS);
     memset((void *)(uintptr_t)a, 0x5a, 1 << 20);
     CUipcMemHandle h;
-    ck_assert_int_eq(mp_cuda_drv_ipc_get(&h, a), CUDA_SUCCESS);
+    ck_assert_int_eq(mp_cuda_ipc_get(&h, a), CUDA_SUCCESS);
     ck_assert_int_eq(open_h(&opened, h, CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS), CUDA_SUCCESS);
     ck_assert_uint_eq(opened, a);
     ck_assert_uint_eq(((unsigned char *)(uintptr_t)opened)[(1 << 20) - 1], 0x5a);
@@ -448,7 +451,7 @@ START_TEST(ipc_exports_whole_blocks_only)
     ck_assert_uint_eq(stats(0).hits, 0);
 
     ck_assert_int_eq(mp_device_alloc(&small, 4096), CUDA_SUCCESS);
-    ck_assert_int_eq(mp_cuda_drv_ipc_get(&h, small), CUDA_ERROR_INVALID_VALUE);
+    ck_assert_int_eq(mp_cuda_ipc_get(&h, small), CUDA_ERROR_INVALID_VALUE);
     ck_assert_uint_eq(counters().ipc_get, 1); /* refused before the driver */
 }
 END_TEST
@@ -462,11 +465,12 @@ START_TEST(stream_capture_passes_through)
     CUresult (*end)(CUstream, CUgraph *) = fake_fn("cuStreamEndCapture");
     CUstream s;
     ck_assert_int_eq(fk.stream_create(&s, CU_STREAM_NON_BLOCKING), CUDA_SUCCESS);
-    mp_device_stream_created((mp_cu_stream)s, CU_STREAM_NON_BLOCKING);
+    mp_ctx_stream_created((mp_cu_stream)s, CU_STREAM_NON_BLOCKING);
     CUdeviceptr a = 0, b = 0, c = 0;
     ck_assert_int_eq(mp_device_alloc(&a, 4096), CUDA_SUCCESS);
     ck_assert_int_eq(mp_device_alloc(&b, 4096), CUDA_SUCCESS);
     ck_assert_int_eq(mp_device_free(a), 1);
+    mp_cuda_capture_begin(); /* as the hooks do: counted before the real call */
     ck_assert_int_eq(mp_cuda_capture_begun(begin(s, CU_STREAM_CAPTURE_MODE_GLOBAL)), CUDA_SUCCESS);
     ck_assert_int_eq(mp_device_alloc(&c, 4096), CUDA_ERROR_NOT_INITIALIZED); /* caller passes through */
     ck_assert_int_eq(mp_device_free(b), 1);
