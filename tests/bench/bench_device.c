@@ -7,13 +7,25 @@
  *   async    cudaMallocAsync + cudaFreeAsync on a stream, default pool with
  *            an unlimited release threshold (when the runtime has pools)
  *   host     cudaHostAlloc + cudaFreeHost
+ * "bench_device calls STREAMS PAIRS BUSY_MS" instead runs one loop of
+ * cudaMalloc+cudaFree of 1 MiB with STREAMS non-blocking streams alive
+ * (behind BUSY_MS of queued device work on the fake) and prints
+ * "calls <driver calls per pair> <ns per pair> <event queries per pair>"
+ * from the fake driver's counters (zeros on a real GPU).
  */
 #include <cuda_runtime_api.h>
 #include <dlfcn.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
+
+#include "fake_cuda.h"
+
+#define FAKE_TOTAL_CALLS(c) ((c).mem_alloc + (c).mem_free + (c).host_alloc + (c).host_free + (c).mem_get_info \
+    + (c).ctx_sync + (c).stream_create + (c).stream_sync + (c).event_create + (c).event_record \
+    + (c).event_query + (c).event_sync + (c).memset)
 
 static double now_ns(void)
 {
@@ -50,8 +62,66 @@ static int cmp(const void *a, const void *b)
         printf("%s %zu %.0f\n", label, (size_t)(bytes), t_[4]);              \
     } while (0)
 
+/* The fake driver's counters (fake_cuda.h): every driver call, event
+ * queries; zeros where the driver is real. */
+static void fake_counts(uint64_t *calls, uint64_t *queries)
+{
+    void (*counters)(fake_cuda_counters_t *);
+    *(void **)&counters = dlsym(RTLD_DEFAULT, "fakecuCounters");
+    *calls = *queries = 0;
+    if (counters) {
+        fake_cuda_counters_t c;
+        memset(&c, 0, sizeof(c));
+        counters(&c);
+        *queries = c.event_query;
+        *calls = FAKE_TOTAL_CALLS(c);
+    }
+}
+
+static int calls_mode(int nstreams, int pairs, int busy_ms)
+{
+    if (cudaFree(NULL) != cudaSuccess) {
+        puts("no CUDA device");
+        return 2;
+    }
+    for (int i = 0; i < nstreams; i++) {
+        cudaStream_t s;
+        if (cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) != cudaSuccess)
+            return 1;
+    }
+    const size_t n = busy_ms ? 256 << 10 : 1 << 20;
+    void *p = NULL;
+    for (int i = 0; i < 200; i++) { /* warm-up: the pools reach their steady state */
+        if (cudaMalloc(&p, n) != cudaSuccess)
+            return 1;
+        cudaFree(p);
+    }
+    if (busy_ms) {
+        cudaError_t (*fill)(cudaStream_t, void *, int, size_t, unsigned);
+        *(void **)&fill = dlsym(RTLD_DEFAULT, "fakecudaLaunchFill");
+        if (fill == NULL || fill(0, NULL, 0, 0, (unsigned)busy_ms * 1000u) != cudaSuccess) {
+            puts("calls 0 0 0"); /* needs the fake's timed work */
+            return 0;
+        }
+    }
+    uint64_t c0, q0, c1, q1;
+    fake_counts(&c0, &q0);
+    double t0 = now_ns();
+    for (int i = 0; i < pairs; i++) {
+        if (cudaMalloc(&p, n) != cudaSuccess)
+            return 1;
+        cudaFree(p);
+    }
+    double t = (now_ns() - t0) / pairs;
+    fake_counts(&c1, &q1);
+    printf("calls %.4f %.0f %.4f\n", (double)(c1 - c0) / pairs, t, (double)(q1 - q0) / pairs);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc > 4 && strcmp(argv[1], "calls") == 0)
+        return calls_mode(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]));
     int reps = argc > 1 ? atoi(argv[1]) : 20;
     if (cudaFree(NULL) != cudaSuccess) {
         puts("no CUDA device");
@@ -85,13 +155,13 @@ int main(int argc, char **argv)
     cudaStreamSynchronize(s);
     cudaStreamDestroy(s);
     /* On the fake driver: how many calls reached it. */
-    void (*counters)(uint64_t *);
+    void (*counters)(fake_cuda_counters_t *);
     *(void **)&counters = dlsym(RTLD_DEFAULT, "fakecuCounters");
     if (counters) {
-        uint64_t c[32] = {0}; /* fake_cuda_counters_t: init, proc_address, mem_alloc, mem_free, host_alloc */
-        counters(c);
-        printf("driver_calls mem_alloc=%llu host_alloc=%llu\n", (unsigned long long)c[2],
-               (unsigned long long)c[4]);
+        fake_cuda_counters_t c;
+        counters(&c);
+        printf("driver_calls mem_alloc=%llu host_alloc=%llu\n", (unsigned long long)c.mem_alloc,
+               (unsigned long long)c.host_alloc);
     }
     return 0;
 }

@@ -151,12 +151,12 @@ START_TEST(exports_only_the_interface)
 {
     char cmd[4200];
     /* 23 C functions, 20 C++ operators, the 17 mempool_* functions, the
-     * 42 CUDA hooks of src/cuda/cuda_hooks.def, sigaction/signal (the dump
+     * 31 CUDA hooks of src/cuda/cuda_hooks.def, sigaction/signal (the dump
      * signal), dlopen (RTLD_DEEPBIND) and _exit/_Exit (fork children's
      * stats); nothing of jemalloc or libunwind. */
     snprintf(cmd, sizeof(cmd),
              "n=$(nm -D --defined-only %s | awk '{print $3}' | sort | wc -l);"
-             " test \"$n\" -eq 107 && ! nm -D --defined-only %s | grep -q -e mallocx -e je_ -e mallctl",
+             " test \"$n\" -eq 96 && ! nm -D --defined-only %s | grep -q -e mallocx -e je_ -e mallctl",
              getenv("MP_PRELOAD"), getenv("MP_PRELOAD"));
     ck_assert_int_eq(shell(cmd), 0);
     /* The mempool_* exports are exactly the functions mempool.h declares. */
@@ -186,16 +186,16 @@ END_TEST
 
 START_TEST(missing_cuda_function_is_reported)
 {
-    /* python3 calls cudaMallocHost through ctypes in a process without any
-     * CUDA library: the shim's export has nothing real behind it. */
+    /* python3 calls cuMemAllocHost_v2 through ctypes in a process without
+     * any CUDA library: the shim's export has nothing real behind it. */
     char cmd[4200];
     snprintf(cmd, sizeof(cmd),
              "d=$(mktemp -d) && out=$(MEMPOOL_STATS_FILE=$d/s.json LD_PRELOAD=%s python3 -c '"
-             "import ctypes; p = ctypes.c_void_p(); print(ctypes.CDLL(None).cudaMallocHost(ctypes.byref(p), 64))' 2>&1)"
-             " && test \"$out\" = \"$(printf 'mempool: cudaMallocHost was called but no real cudaMallocHost "
-             "was found behind the shim; the call fails\\n35')\" && python3 -c 'import json,sys; "
+             "import ctypes; p = ctypes.c_void_p(); print(ctypes.CDLL(None).cuMemAllocHost_v2(ctypes.byref(p), 64))' 2>&1)"
+             " && test \"$out\" = \"$(printf 'mempool: cuMemAllocHost_v2 was called but no real cuMemAllocHost_v2 "
+             "was found behind the shim; the call fails\\n3')\" && python3 -c 'import json,sys; "
              "h = {x[\"name\"]: x for x in json.load(open(sys.argv[1]))[\"cuda_hooks\"]}; "
-             "assert h[\"cudaMallocHost\"][\"missing\"] is True' $d/s.json && rm -rf $d",
+             "assert h[\"cuMemAllocHost_v2\"][\"missing\"] is True' $d/s.json && rm -rf $d",
              getenv("MP_PRELOAD"));
     ck_assert_int_eq(shell(cmd), 0);
 }
