@@ -469,13 +469,14 @@ static uint32_t pool_slots(const dev_pool_t *pl, int idx)
 }
 
 /* Whether the pending blocks are worth a fence now: a full batch (or
- * bytes), so that one record and one query serve many reuses.  Pools of
- * the explicit API reuse a released block at the next acquire, as their
- * users expect: a fence every time. */
+ * bytes), so that one record and one query serve many reuses of device
+ * memory.  Pinned memory is page-locked host memory the whole system runs
+ * short of, and pools of the explicit API promise the released block at
+ * the next acquire: both fence at every reuse instead. */
 static bool batch_ready(const dev_pool_t *pl)
 {
     uint64_t bytes = mp_opt(MP_OPT_DEVICE_FENCE_BYTES);
-    return pl->api || pl->pending_n >= mp_opt(MP_OPT_DEVICE_FENCE_BATCH) || bytes == 0
+    return pl->api || pl->pinned || pl->pending_n >= mp_opt(MP_OPT_DEVICE_FENCE_BATCH) || bytes == 0
            || pl->pending_bytes >= bytes;
 }
 

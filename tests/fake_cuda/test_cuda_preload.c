@@ -31,8 +31,8 @@ static void run_app(const char *exe, const char *stats_dir, long *mallocs, long 
                     long *host_allocs)
 {
     char cmd[4096], line[512] = "";
-    /* Fences every 4 frees: the programs' loops are short (the default
-     * batch trades 64 blocks of rotation for fewer driver calls). */
+    /* Device fences every 4 frees: the programs' loops are short (the
+     * default batch trades 64 blocks of rotation for fewer driver calls). */
     snprintf(cmd, sizeof(cmd), "cd /tmp && env LD_LIBRARY_PATH=%s MEMPOOL_DEVICE_FENCE_BATCH=4 %s%s%s%s %s/%s",
              getenv("MP_FAKE_DIR"),
              stats_dir ? "MEMPOOL_STATS_FILE=" : "", stats_dir ? stats_dir : "",
