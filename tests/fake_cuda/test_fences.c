@@ -1,0 +1,290 @@
+/*
+ * Fences, the block table and the driver-call budget of the device pools,
+ * on the fake driver (core linked directly, nothing interposed):
+ * - a steady cudaMalloc+cudaFree loop makes at most 0.05 driver calls per
+ *   pair (one fence per batch, checked oldest first);
+ * - behind busy device work, each allocation makes O(1) event queries;
+ * - a free of a pointer the shim never made is one lookup among 50,000
+ *   cached blocks, and a second free is still refused;
+ * - a trim waiting in the driver's free holds no pool lock;
+ * - an allocation the pools do not serve gets the cache back on OOM;
+ * - cuMemGetInfo counts the cache as free (raw numbers on request);
+ * - a destroyed stream's queued work is still waited for.
+ */
+#include <cuda.h>
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "check_main.h"
+#include "cuda_hooks.h"
+#include "device_pool.h"
+#include "fake_cuda.h"
+
+static struct {
+    CUresult (*init)(unsigned);
+    CUresult (*retain)(CUcontext *, CUdevice);
+    CUresult (*set_current)(CUcontext);
+    CUresult (*stream_create)(CUstream *, unsigned);
+    CUresult (*stream_destroy)(CUstream);
+    CUresult (*launch)(CUstream, CUdeviceptr, int, size_t, unsigned);
+    CUresult (*managed)(CUdeviceptr *, size_t, unsigned);
+    CUresult (*mem_free)(CUdeviceptr);
+    void (*counters)(fake_cuda_counters_t *);
+    void (*set_capacity)(int, size_t);
+} fk;
+
+static void *fake(void *h, const char *name)
+{
+    void *f = dlsym(h, name);
+    ck_assert_msg(f != NULL, "fake driver lacks %s", name);
+    return f;
+}
+
+static void start(void)
+{
+    setenv("MEMPOOL_HOST_RESERVE", "64G", 0);
+    setenv("MEMPOOL_DEVICE_PACK_MAX_SIZE", "0", 0);
+    ck_assert_int_eq(mp_init(), MP_STATE_READY);
+    void *h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_GLOBAL);
+    ck_assert_ptr_nonnull(h);
+    *(void **)&fk.init = fake(h, "cuInit");
+    *(void **)&fk.retain = fake(h, "cuDevicePrimaryCtxRetain");
+    *(void **)&fk.set_current = fake(h, "cuCtxSetCurrent");
+    *(void **)&fk.stream_create = fake(h, "cuStreamCreate");
+    *(void **)&fk.stream_destroy = fake(h, "cuStreamDestroy_v2");
+    *(void **)&fk.launch = fake(h, "fakecuLaunchFill");
+    *(void **)&fk.managed = fake(h, "cuMemAllocManaged");
+    *(void **)&fk.mem_free = fake(h, "cuMemFree_v2");
+    *(void **)&fk.counters = fake(h, "fakecuCounters");
+    *(void **)&fk.set_capacity = fake(h, "fakecuSetCapacity");
+    fk.init(0);
+    CUcontext ctx;
+    ck_assert_int_eq(fk.retain(&ctx, 0), CUDA_SUCCESS);
+    ck_assert_int_eq(fk.set_current(ctx), CUDA_SUCCESS);
+}
+
+static fake_cuda_counters_t counters(void)
+{
+    fake_cuda_counters_t c;
+    fk.counters(&c);
+    return c;
+}
+
+/* Calls the device pools make: allocations, frees, events. */
+static uint64_t pool_calls(void)
+{
+    fake_cuda_counters_t c = counters();
+    return c.mem_alloc + c.mem_free + c.event_create + c.event_record + c.event_query + c.event_sync
+           + c.ctx_sync;
+}
+
+START_TEST(steady_loop_amortises_fences)
+{
+    start(); /* default batch: 64 blocks or 64 MiB */
+    CUdeviceptr p = 0;
+    for (int i = 0; i < 300; i++) { /* warm-up: the batch fills */
+        ck_assert_int_eq(mp_device_alloc(&p, 1 << 20), CUDA_SUCCESS);
+        ck_assert_int_eq(mp_device_free(p), 1);
+    }
+    uint64_t c0 = pool_calls(), allocs0 = counters().mem_alloc;
+    for (int i = 0; i < 4000; i++) {
+        ck_assert_int_eq(mp_device_alloc(&p, 1 << 20), CUDA_SUCCESS);
+        ck_assert_int_eq(mp_device_free(p), 1);
+    }
+    uint64_t calls = pool_calls() - c0;
+    ck_assert_msg(calls * 20 <= 4000, "%llu driver calls for 4000 pairs", (unsigned long long)calls);
+    ck_assert_uint_eq(counters().mem_alloc, allocs0); /* all hits */
+    ck_assert_uint_le(allocs0, 65);                   /* one batch of blocks in rotation */
+}
+END_TEST
+
+START_TEST(batch_of_one_fences_every_reuse)
+{
+    setenv("MEMPOOL_DEVICE_FENCE_BATCH", "1", 1);
+    start();
+    CUdeviceptr p = 0, first = 0;
+    for (int i = 0; i < 100; i++) {
+        ck_assert_int_eq(mp_device_alloc(&p, 1 << 20), CUDA_SUCCESS);
+        if (i == 0)
+            first = p;
+        ck_assert_uint_eq(p, first);
+        ck_assert_int_eq(mp_device_free(p), 1);
+    }
+    ck_assert_uint_eq(counters().mem_alloc, 1);
+}
+END_TEST
+
+/* Behind 400 ms of queued work every allocation misses: each makes one
+ * query of the oldest fence, not one per outstanding batch. */
+START_TEST(busy_device_costs_constant_queries)
+{
+    setenv("MEMPOOL_DEVICE_FENCE_BATCH", "4", 1);
+    start();
+    CUdeviceptr p = 0;
+    ck_assert_int_eq(fk.launch(NULL, 0, 0, 0, 400000), CUDA_SUCCESS);
+    uint64_t q0 = counters().event_query;
+    for (int i = 0; i < 400; i++) {
+        ck_assert_int_eq(mp_device_alloc(&p, 64 << 10), CUDA_SUCCESS);
+        ck_assert_int_eq(mp_device_free(p), 1);
+    }
+    uint64_t q = counters().event_query - q0;
+    ck_assert_msg(q <= 2 * 400, "%llu queries for 400 allocations", (unsigned long long)q);
+    mp_device_stats_t s;
+    mp_device_stats(0, &s);
+    ck_assert_uint_ge(s.fences_recorded, 400 / 4 - 1); /* a fence per batch, none completed yet */
+}
+END_TEST
+
+START_TEST(foreign_free_is_one_lookup)
+{
+    start();
+    enum { N = 50000 };
+    static CUdeviceptr p[N];
+    for (int i = 0; i < N; i++)
+        ck_assert_int_eq(mp_device_alloc(&p[i], 512), CUDA_SUCCESS);
+    for (int i = 0; i < N; i++)
+        ck_assert_int_eq(mp_device_free(p[i]), 1);
+    mp_device_stats_t s;
+    mp_device_stats(0, &s);
+    ck_assert_int_eq(s.cached_blocks, N);
+    /* A managed pointer the shim never made: not ours, forwarded. */
+    CUdeviceptr m = 0;
+    ck_assert_int_eq(fk.managed(&m, 4096, CU_MEM_ATTACH_GLOBAL), CUDA_SUCCESS);
+    ck_assert_int_eq(mp_device_free(m), 0);
+    ck_assert_int_eq(fk.mem_free(m), CUDA_SUCCESS);
+    /* Cached blocks are still known: a second free is refused. */
+    ck_assert_int_eq(mp_device_free(p[N / 2]), -1);
+    ck_assert_int_eq(mp_device_free(p[N - 1]), -1);
+}
+END_TEST
+
+static _Atomic int trim_done;
+
+static void *trim_thread(void *arg)
+{
+    (void)arg;
+    CUcontext ctx;
+    fk.retain(&ctx, 0);
+    fk.set_current(ctx);
+    mp_device_trim(0); /* cuMemFree waits for the 300 ms kernel */
+    atomic_store(&trim_done, 1);
+    return NULL;
+}
+
+/* A trim blocked in the driver's free (the device is busy) holds no pool
+ * lock: another thread allocates from the same pool meanwhile. */
+START_TEST(trim_holds_no_lock_across_driver_frees)
+{
+    setenv("MEMPOOL_DEVICE_FENCE_BATCH", "1", 1);
+    start();
+    CUdeviceptr a = 0, b = 0;
+    ck_assert_int_eq(mp_device_alloc(&a, 1 << 20), CUDA_SUCCESS);
+    ck_assert_int_eq(mp_device_free(a), 1);
+    ck_assert_int_eq(fk.launch(NULL, 0, 0, 0, 300000), CUDA_SUCCESS);
+    pthread_t t;
+    pthread_create(&t, NULL, trim_thread, NULL);
+    usleep(50000); /* the trim is inside cuMemFree now */
+    ck_assert_int_eq(mp_device_alloc(&b, 2 << 20), CUDA_SUCCESS);
+    ck_assert_int_eq(atomic_load(&trim_done), 0); /* served while the trim still waits */
+    pthread_join(t, NULL);
+    ck_assert_int_eq(mp_device_free(b), 1);
+}
+END_TEST
+
+/* 600 MiB cached on a 1 GiB device: a managed allocation of 600 MiB fails
+ * in the driver, gets the cache back, and succeeds on the retry. */
+START_TEST(unpooled_allocation_gets_the_cache_on_oom)
+{
+    start();
+    fk.set_capacity(0, (size_t)1 << 30);
+    CUdeviceptr a = 0, m = 0;
+    ck_assert_int_eq(mp_device_alloc(&a, (size_t)600 << 20), CUDA_SUCCESS);
+    ck_assert_int_eq(mp_device_free(a), 1);
+    CUresult rc = fk.managed(&m, (size_t)600 << 20, CU_MEM_ATTACH_GLOBAL);
+    ck_assert_int_eq(rc, CUDA_ERROR_OUT_OF_MEMORY);
+    ck_assert(mp_cuda_retry_after_oom(rc, false));
+    ck_assert_int_eq(fk.managed(&m, (size_t)600 << 20, CU_MEM_ATTACH_GLOBAL), CUDA_SUCCESS);
+    ck_assert(!mp_cuda_retry_after_oom(CUDA_ERROR_INVALID_VALUE, false));
+    ck_assert_int_eq(fk.mem_free(m), CUDA_SUCCESS);
+}
+END_TEST
+
+START_TEST(mem_get_info_counts_the_cache_as_free)
+{
+    start();
+    fk.set_capacity(0, (size_t)1 << 30);
+    size_t before = 0, total = 0, after = 0;
+    ck_assert_int_eq(mp_cuda_mem_get_info(&before, &total), CUDA_SUCCESS);
+    CUdeviceptr a = 0;
+    ck_assert_int_eq(mp_device_alloc(&a, (size_t)256 << 20), CUDA_SUCCESS);
+    ck_assert_int_eq(mp_cuda_mem_get_info(&after, &total), CUDA_SUCCESS);
+    ck_assert_uint_eq(after, before - ((size_t)256 << 20)); /* in use: not free */
+    ck_assert_int_eq(mp_device_free(a), 1);
+    ck_assert_int_eq(mp_cuda_mem_get_info(&after, &total), CUDA_SUCCESS);
+    ck_assert_uint_eq(after, before); /* cached: free for the program */
+    ck_assert_uint_eq(total, (size_t)1 << 30);
+}
+END_TEST
+
+START_TEST(mem_get_info_raw_on_request)
+{
+    setenv("MEMPOOL_DEVICE_MEMINFO", "raw", 1);
+    start();
+    fk.set_capacity(0, (size_t)1 << 30);
+    size_t before = 0, total = 0, raw = 0;
+    ck_assert_int_eq(mp_cuda_mem_get_info(&before, &total), CUDA_SUCCESS);
+    CUdeviceptr a = 0;
+    ck_assert_int_eq(mp_device_alloc(&a, (size_t)256 << 20), CUDA_SUCCESS);
+    ck_assert_int_eq(mp_device_free(a), 1);
+    ck_assert_int_eq(mp_cuda_mem_get_info(&raw, &total), CUDA_SUCCESS);
+    ck_assert_uint_eq(raw, before - ((size_t)256 << 20)); /* the driver's view: the cache is used */
+}
+END_TEST
+
+/* A kernel on a non-blocking stream writes A; A is freed, the stream
+ * destroyed (its work keeps running), and A must not come back before the
+ * kernel is done. */
+START_TEST(destroyed_stream_work_is_waited_for)
+{
+    setenv("MEMPOOL_DEVICE_FENCE_BATCH", "1", 1);
+    start();
+    CUstream s;
+    ck_assert_int_eq(fk.stream_create(&s, CU_STREAM_NON_BLOCKING), CUDA_SUCCESS);
+    mp_ctx_stream_created((mp_cu_stream)s, CU_STREAM_NON_BLOCKING); /* as the hooks do */
+    CUdeviceptr a = 0, b = 0;
+    ck_assert_int_eq(mp_device_alloc(&a, 128 << 10), CUDA_SUCCESS);
+    ck_assert_int_eq(fk.launch(s, a, 0x11, 128 << 10, 150000), CUDA_SUCCESS);
+    ck_assert_int_eq(mp_device_free(a), 1);
+    mp_ctx_stream_destroying((mp_cu_stream)s);
+    ck_assert_int_eq(fk.stream_destroy(s), CUDA_SUCCESS);
+    ck_assert_int_eq(mp_device_alloc(&b, 128 << 10), CUDA_SUCCESS);
+    memset((void *)(uintptr_t)b, 0x22, 128 << 10);
+    usleep(250000);
+    const unsigned char *q = (const unsigned char *)(uintptr_t)b;
+    for (size_t i = 0; i < (128 << 10); i++)
+        ck_assert_uint_eq(q[i], 0x22);
+}
+END_TEST
+
+static Suite *fences_suite(void)
+{
+    Suite *s = suite_create("fences");
+    TCase *tc = tcase_create("fences");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, steady_loop_amortises_fences);
+    tcase_add_test(tc, batch_of_one_fences_every_reuse);
+    tcase_add_test(tc, busy_device_costs_constant_queries);
+    tcase_add_test(tc, foreign_free_is_one_lookup);
+    tcase_add_test(tc, trim_holds_no_lock_across_driver_frees);
+    tcase_add_test(tc, unpooled_allocation_gets_the_cache_on_oom);
+    tcase_add_test(tc, mem_get_info_counts_the_cache_as_free);
+    tcase_add_test(tc, mem_get_info_raw_on_request);
+    tcase_add_test(tc, destroyed_stream_work_is_waited_for);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+MP_CHECK_MAIN(fences_suite)
