@@ -320,6 +320,8 @@ static void json_pool(out_t *o, const char *key, int64_t id, const mp_device_sta
     kv(o, "fences_recorded", (int64_t)st->fences_recorded, false);
     kv(o, "fences_completed", (int64_t)st->fences_completed, false);
     kv(o, "fences_pending", (int64_t)st->fences_pending, false);
+    kv(o, "fence_queries", (int64_t)st->fence_queries, false);
+    kv(o, "fence_errors", (int64_t)st->fence_errors, false);
     out_str(o, ", \"wait_s\": ");
     out_fixed(o, (double)st->wait_ns / 1e9, 6);
     kv(o, "captured_pass_through", (int64_t)st->captured, false);
