@@ -77,6 +77,9 @@ struct CUstream_st {
     unsigned flags; /* CU_STREAM_NON_BLOCKING or 0 */
     int priority;
     int capturing;
+    CUstreamCaptureMode capture_mode;
+    const void *capture_thread; /* the thread that began the capture */
+    int capture_invalidated;    /* a prohibited call happened during it */
     int is_legacy, per_thread;
     int destroyed; /* cuStreamDestroy'd: freed once its work is done */
     int dead;      /* its context was reset or destroyed: never freed (handle checks) */
@@ -128,6 +131,7 @@ static unsigned alloc_cost_us;
 static fake_cuda_counters_t counters;
 static int initialised;
 static int captures; /* streams being captured, all threads */
+static _Thread_local char thread_marker; /* its address names the thread */
 
 /* Allocation records: base, size, device (-1: pinned host), flags. */
 typedef struct rec {
@@ -315,6 +319,29 @@ static uint64_t ctx_busy_until(const struct CUctx_st *ctx)
         if (o->ctx == ctx && o->busy_until > t)
             t = o->busy_until;
     return t;
+}
+
+/* Whether this thread may not make a "potentially unsafe" call (an event
+ * or stream query or synchronisation) now: it has a capture of its own not
+ * begun in relaxed mode, or another thread has one in global mode.  Such
+ * a call is refused with CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED, counted as
+ * a capture violation, and invalidates those captures (lock held). */
+static int capture_prohibits(void)
+{
+    int hit = 0;
+    if (!captures)
+        return 0;
+    for (struct CUstream_st *o = streams; o; o = o->next) {
+        if (!o->capturing || o->capture_mode == CU_STREAM_CAPTURE_MODE_RELAXED)
+            continue;
+        if (o->capture_thread == &thread_marker || o->capture_mode == CU_STREAM_CAPTURE_MODE_GLOBAL) {
+            o->capture_invalidated = 1;
+            hit = 1;
+        }
+    }
+    if (hit)
+        counters.capture_violations++;
+    return hit;
 }
 
 static uint64_t device_busy_until(int dev)
@@ -727,6 +754,10 @@ FAKE_EXPORT CUresult cuCtxSynchronize(void)
     COUNT();
     pthread_mutex_lock(&lock);
     counters.ctx_sync++;
+    if (capture_prohibits()) {
+        pthread_mutex_unlock(&lock);
+        return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+    }
     wait_until(ctx_busy_until(cur_ctx()));
     pthread_mutex_unlock(&lock);
     return CUDA_SUCCESS;
@@ -1061,6 +1092,10 @@ static CUresult stream_sync(CUstream h)
     counters.stream_sync++;
     CUresult rc;
     struct CUstream_st *s = resolve(h, &rc);
+    if (s && capture_prohibits()) {
+        s = NULL;
+        rc = CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+    }
     if (s)
         wait_until(s->busy_until);
     pthread_mutex_unlock(&lock);
@@ -1098,6 +1133,10 @@ static CUresult stream_query(CUstream h)
     pthread_mutex_lock(&lock);
     CUresult rc;
     struct CUstream_st *s = resolve(h, &rc);
+    if (s && capture_prohibits()) {
+        s = NULL;
+        rc = CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+    }
     if (s) {
         run_due();
         rc = s->busy_until <= executed_until || s->busy_until <= now_ns() ? CUDA_SUCCESS : CUDA_ERROR_NOT_READY;
@@ -1250,9 +1289,10 @@ FAKE_EXPORT CUresult cuEventQuery(CUevent h)
     struct CUevent_st *e = find_event(h, &rc);
     if (e) {
         counters.event_query++;
-        if (captures)
-            counters.capture_violations++;
-        rc = event_done(e) ? CUDA_SUCCESS : CUDA_ERROR_NOT_READY;
+        if (capture_prohibits())
+            rc = CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+        else
+            rc = event_done(e) ? CUDA_SUCCESS : CUDA_ERROR_NOT_READY;
     }
     pthread_mutex_unlock(&lock);
     return rc;
@@ -1264,6 +1304,10 @@ FAKE_EXPORT CUresult cuEventSynchronize(CUevent h)
     pthread_mutex_lock(&lock);
     CUresult rc;
     struct CUevent_st *e = find_event(h, &rc);
+    if (e && capture_prohibits()) {
+        e = NULL;
+        rc = CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+    }
     uint64_t done_at = e ? e->done_at : 0;
     if (e) {
         counters.event_sync++;
@@ -1360,7 +1404,9 @@ FAKE_EXPORT CUresult cuGreenCtxStreamCreate(CUstream *out, CUgreenCtx g, unsigne
 
 static CUresult begin_capture(CUstream h, CUstreamCaptureMode mode)
 {
-    (void)mode;
+    if (mode != CU_STREAM_CAPTURE_MODE_GLOBAL && mode != CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
+        && mode != CU_STREAM_CAPTURE_MODE_RELAXED)
+        return CUDA_ERROR_INVALID_VALUE;
     if (h == NULL || h == CU_STREAM_LEGACY)
         return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
     pthread_mutex_lock(&lock);
@@ -1370,6 +1416,9 @@ static CUresult begin_capture(CUstream h, CUstreamCaptureMode mode)
         rc = CUDA_ERROR_ILLEGAL_STATE;
         if (!s->capturing) {
             s->capturing = 1;
+            s->capture_mode = mode;
+            s->capture_thread = &thread_marker;
+            s->capture_invalidated = 0;
             captures++;
             counters.capture_begin++;
             rc = CUDA_SUCCESS;
@@ -1391,6 +1440,30 @@ FAKE_EXPORT CUresult cuStreamBeginCapture_v2_ptsz(CUstream h, CUstreamCaptureMod
     return begin_capture(h ? h : CU_STREAM_PER_THREAD, mode);
 }
 
+/* CUDA 12.3: capture into an existing graph (any handle here). */
+FAKE_EXPORT CUresult cuStreamBeginCaptureToGraph(CUstream h, CUgraph g, const CUgraphNode *deps,
+                                                 const CUgraphEdgeData *data, size_t ndeps, CUstreamCaptureMode mode)
+{
+    COUNT();
+    (void)deps, (void)data;
+    if (!g || ndeps)
+        return CUDA_ERROR_INVALID_VALUE;
+    return begin_capture(h, mode);
+}
+
+FAKE_EXPORT CUresult cuStreamBeginCaptureToGraph_ptsz(CUstream h, CUgraph g, const CUgraphNode *deps,
+                                                      const CUgraphEdgeData *data, size_t ndeps,
+                                                      CUstreamCaptureMode mode)
+{
+    COUNT();
+    (void)deps, (void)data;
+    if (!g || ndeps)
+        return CUDA_ERROR_INVALID_VALUE;
+    return begin_capture(h ? h : CU_STREAM_PER_THREAD, mode);
+}
+
+/* A capture during which a prohibited call was made ends with
+ * CUDA_ERROR_STREAM_CAPTURE_INVALIDATED and no graph. */
 FAKE_EXPORT CUresult cuStreamEndCapture(CUstream h, CUgraph *graph)
 {
     COUNT();
@@ -1403,9 +1476,15 @@ FAKE_EXPORT CUresult cuStreamEndCapture(CUstream h, CUgraph *graph)
             s->capturing = 0;
             captures--;
             counters.capture_end++;
-            if (graph)
-                *graph = (CUgraph)s; /* any non-NULL handle: the fake has no graphs */
-            rc = CUDA_SUCCESS;
+            if (s->capture_invalidated) {
+                if (graph)
+                    *graph = NULL;
+                rc = CUDA_ERROR_STREAM_CAPTURE_INVALIDATED;
+            } else {
+                if (graph)
+                    *graph = (CUgraph)s; /* any non-NULL handle: the fake has no graphs */
+                rc = CUDA_SUCCESS;
+            }
         }
     }
     pthread_mutex_unlock(&lock);
@@ -1689,6 +1768,7 @@ static const proc_t procs[] = {
     P("cuEventDestroy", 4000, cuEventDestroy_v2),
     P("cuGetErrorString", 6000, cuGetErrorString),
     PT("cuStreamBeginCapture", 10010, cuStreamBeginCapture_v2, cuStreamBeginCapture_v2_ptsz),
+    PT("cuStreamBeginCaptureToGraph", 12030, cuStreamBeginCaptureToGraph, cuStreamBeginCaptureToGraph_ptsz),
     P("cuStreamEndCapture", 10000, cuStreamEndCapture),
     P("cuStreamIsCapturing", 10000, cuStreamIsCapturing),
     P("cuIpcGetMemHandle", 4010, cuIpcGetMemHandle),

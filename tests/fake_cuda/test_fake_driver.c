@@ -7,6 +7,7 @@
 #define __CUDA_API_VERSION_INTERNAL 1
 #include <cuda.h>
 #include <dlfcn.h>
+#include <pthread.h>
 #include <string.h>
 
 #include "check_main.h"
@@ -105,6 +106,50 @@ START_TEST(ctx_record_event_refused_while_capturing)
     CUgraph g;
     ck_assert_int_eq(cuStreamEndCapture(s, &g), CUDA_SUCCESS);
     ck_assert_int_eq(cuCtxRecordEvent(c, e), CUDA_SUCCESS);
+}
+END_TEST
+
+static CUstream capture_stream;
+static CUresult capture_rc;
+static void *begin_global(void *arg)
+{
+    CUgraph g = (CUgraph)arg;
+    capture_rc = cuStreamBeginCaptureToGraph(capture_stream, g, NULL, NULL, 0, CU_STREAM_CAPTURE_MODE_GLOBAL);
+    return NULL;
+}
+
+START_TEST(queries_prohibited_during_capture)
+{
+    CUcontext c = primary(0);
+    ck_assert_int_eq(cuCtxSetCurrent(c), CUDA_SUCCESS);
+    CUevent e;
+    CUstream s;
+    CUgraph g = NULL;
+    ck_assert_int_eq(cuEventCreate(&e, 0), CUDA_SUCCESS);
+    ck_assert_int_eq(cuStreamCreate(&s, CU_STREAM_NON_BLOCKING), CUDA_SUCCESS);
+    ck_assert_int_eq(cuEventRecord(e, s), CUDA_SUCCESS);
+    /* relaxed: allowed */
+    ck_assert_int_eq(cuStreamBeginCapture_v2(s, CU_STREAM_CAPTURE_MODE_RELAXED), CUDA_SUCCESS);
+    ck_assert_int_eq(cuEventQuery(e), CUDA_SUCCESS);
+    ck_assert_int_eq(cuStreamEndCapture(s, &g), CUDA_SUCCESS);
+    ck_assert_ptr_nonnull(g);
+    /* thread-local on this thread: refused, the capture invalidated */
+    ck_assert_int_eq(cuStreamBeginCapture_v2(s, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL), CUDA_SUCCESS);
+    ck_assert_int_eq(cuEventQuery(e), CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED);
+    ck_assert_int_eq(cuEventSynchronize(e), CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED);
+    ck_assert_uint_eq(counters().capture_violations, 2);
+    ck_assert_int_eq(cuStreamEndCapture(s, &g), CUDA_ERROR_STREAM_CAPTURE_INVALIDATED);
+    ck_assert_ptr_null(g);
+    /* global, begun by another thread through cuStreamBeginCaptureToGraph */
+    capture_stream = s;
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, begin_global, (void *)(uintptr_t)0x1000), 0);
+    pthread_join(t, NULL);
+    ck_assert_int_eq(capture_rc, CUDA_SUCCESS);
+    ck_assert_int_eq(cuEventQuery(e), CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED);
+    ck_assert_int_eq(cuStreamEndCapture(s, &g), CUDA_ERROR_STREAM_CAPTURE_INVALIDATED);
+    ck_assert_int_eq(cuEventQuery(e), CUDA_SUCCESS);
+    ck_assert_uint_eq(counters().capture_violations, 3);
 }
 END_TEST
 
@@ -306,6 +351,7 @@ static Suite *fake_driver_suite(void)
     tcase_add_test(tc, stream_destroy_returns_at_once_and_work_still_runs);
     tcase_add_test(tc, events_belong_to_their_context);
     tcase_add_test(tc, ctx_record_event_refused_while_capturing);
+    tcase_add_test(tc, queries_prohibited_during_capture);
     tcase_add_test(tc, context_stack);
     tcase_add_test(tc, primary_context_references_and_reset);
     tcase_add_test(tc, get_proc_address_versions_and_flags);
