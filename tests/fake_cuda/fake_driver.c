@@ -132,6 +132,8 @@ static fake_cuda_counters_t counters;
 static int initialised;
 static int captures; /* streams being captured, all threads */
 static _Thread_local char thread_marker; /* its address names the thread */
+/* cuThreadExchangeStreamCaptureMode: 0 (global) unless exchanged */
+static _Thread_local CUstreamCaptureMode thread_capture_mode = CU_STREAM_CAPTURE_MODE_GLOBAL;
 
 /* Allocation records: base, size, device (-1: pinned host), flags. */
 typedef struct rec {
@@ -329,7 +331,7 @@ static uint64_t ctx_busy_until(const struct CUctx_st *ctx)
 static int capture_prohibits(void)
 {
     int hit = 0;
-    if (!captures)
+    if (!captures || thread_capture_mode == CU_STREAM_CAPTURE_MODE_RELAXED)
         return 0;
     for (struct CUstream_st *o = streams; o; o = o->next) {
         if (!o->capturing || o->capture_mode == CU_STREAM_CAPTURE_MODE_RELAXED)
@@ -342,6 +344,18 @@ static int capture_prohibits(void)
     if (hit)
         counters.capture_violations++;
     return hit;
+}
+
+/* Work on the legacy stream would join a capture: a blocking stream of the
+ * context (which the legacy stream synchronises with) is being captured. */
+static int legacy_capture_conflict(const struct CUctx_st *ctx)
+{
+    if (!captures)
+        return 0;
+    for (struct CUstream_st *o = streams; o; o = o->next)
+        if (o->ctx == ctx && o->capturing && !(o->flags & CU_STREAM_NON_BLOCKING))
+            return 1;
+    return 0;
 }
 
 static uint64_t device_busy_until(int dev)
@@ -1217,12 +1231,12 @@ static CUresult event_record(CUevent h, CUstream sh)
         return CUDA_ERROR_LAUNCH_FAILED;
     }
     counters.event_record++;
-    if (captures && (sh == NULL || sh == CU_STREAM_LEGACY)) {
+    struct CUstream_st *s = resolve(sh, &rc);
+    if (s && s->is_legacy && legacy_capture_conflict(s->ctx)) {
         counters.capture_violations++;
         pthread_mutex_unlock(&lock);
         return CUDA_ERROR_STREAM_CAPTURE_IMPLICIT;
     }
-    struct CUstream_st *s = resolve(sh, &rc);
     if (s && s->ctx != e->ctx)
         rc = CUDA_ERROR_INVALID_HANDLE; /* an event of another context: nothing recorded */
     if (rc == CUDA_SUCCESS)
@@ -1438,6 +1452,32 @@ FAKE_EXPORT CUresult cuStreamBeginCapture_v2_ptsz(CUstream h, CUstreamCaptureMod
 {
     COUNT();
     return begin_capture(h ? h : CU_STREAM_PER_THREAD, mode);
+}
+
+/* The CUDA 10.0 entry point (no mode): global mode. */
+FAKE_EXPORT CUresult cuStreamBeginCapture(CUstream h)
+{
+    COUNT();
+    return begin_capture(h, CU_STREAM_CAPTURE_MODE_GLOBAL);
+}
+
+FAKE_EXPORT CUresult cuStreamBeginCapture_ptsz(CUstream h)
+{
+    COUNT();
+    return begin_capture(h ? h : CU_STREAM_PER_THREAD, CU_STREAM_CAPTURE_MODE_GLOBAL);
+}
+
+/* A thread in relaxed mode may make the calls a capture prohibits. */
+FAKE_EXPORT CUresult cuThreadExchangeStreamCaptureMode(CUstreamCaptureMode *mode)
+{
+    COUNT();
+    if (!mode || (*mode != CU_STREAM_CAPTURE_MODE_GLOBAL && *mode != CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
+                  && *mode != CU_STREAM_CAPTURE_MODE_RELAXED))
+        return CUDA_ERROR_INVALID_VALUE;
+    CUstreamCaptureMode old = thread_capture_mode;
+    thread_capture_mode = *mode;
+    *mode = old;
+    return CUDA_SUCCESS;
 }
 
 /* CUDA 12.3: capture into an existing graph (any handle here). */
@@ -1767,9 +1807,11 @@ static const proc_t procs[] = {
     P("cuEventDestroy", 2000, cuEventDestroy),
     P("cuEventDestroy", 4000, cuEventDestroy_v2),
     P("cuGetErrorString", 6000, cuGetErrorString),
+    PT("cuStreamBeginCapture", 10000, cuStreamBeginCapture, cuStreamBeginCapture_ptsz),
     PT("cuStreamBeginCapture", 10010, cuStreamBeginCapture_v2, cuStreamBeginCapture_v2_ptsz),
     PT("cuStreamBeginCaptureToGraph", 12030, cuStreamBeginCaptureToGraph, cuStreamBeginCaptureToGraph_ptsz),
     P("cuStreamEndCapture", 10000, cuStreamEndCapture),
+    P("cuThreadExchangeStreamCaptureMode", 10010, cuThreadExchangeStreamCaptureMode),
     P("cuStreamIsCapturing", 10000, cuStreamIsCapturing),
     P("cuIpcGetMemHandle", 4010, cuIpcGetMemHandle),
     P("cuIpcOpenMemHandle", 11000, cuIpcOpenMemHandle_v2),

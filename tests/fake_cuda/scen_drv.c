@@ -8,8 +8,9 @@
  *               allocations of that size afterwards must be live in the
  *               driver and distinct
  *   capture     a block freed while a kernel writes it; another thread then
- *               begins a global-mode capture through cuStreamBeginCaptureToGraph
- *               (so event queries fail with CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED);
+ *               begins a global-mode capture through CUDA 10.0's cuStreamBeginCapture
+ *               (not hooked by the shim; event queries then fail with
+ *               CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED);
  *               the next allocation of that size must not be the block
  *   oom_pitch, oom_async, oom_host
  *               capacity 1 GiB: 600 MiB cuMemAlloc+cuMemFree, then 600 MiB by
@@ -41,13 +42,16 @@
     } while (0)
 
 #define MiB ((size_t)1 << 20)
+#define CAPTURE_BLOCK ((size_t)65536)
 
 static void print_ok(const char *extra)
 {
     fake_cuda_counters_t c;
     fakecuCounters(&c);
-    printf("ok mem_alloc=%llu host_alloc=%llu calls=%llu %s\n", (unsigned long long)c.mem_alloc,
-           (unsigned long long)c.host_alloc, (unsigned long long)c.calls, extra ? extra : "");
+    printf("ok mem_alloc=%llu host_alloc=%llu calls=%llu event_record=%llu event_query=%llu ctx_record_event=%llu %s\n",
+           (unsigned long long)c.mem_alloc, (unsigned long long)c.host_alloc, (unsigned long long)c.calls,
+           (unsigned long long)c.event_record, (unsigned long long)c.event_query,
+           (unsigned long long)c.ctx_record_event, extra ? extra : "");
 }
 
 static void use_primary(int d)
@@ -90,8 +94,8 @@ static void *capturer(void *arg)
     CUcontext c;
     cuDevicePrimaryCtxRetain(&c, 0);
     cuCtxSetCurrent(c);
-    begin_rc = cuStreamBeginCaptureToGraph(capture_stream, (CUgraph)(uintptr_t)0x1000, NULL, NULL, 0,
-                                           CU_STREAM_CAPTURE_MODE_GLOBAL);
+    /* CUDA 10.0's entry point (global mode), as old code still reaches it */
+    begin_rc = cuStreamBeginCapture(capture_stream);
     pthread_barrier_wait(&barrier);
     pthread_barrier_wait(&barrier);
     CUgraph g;
@@ -107,27 +111,30 @@ static void scen_capture(void)
     use_primary(0);
     CK(cuStreamCreate(&s1, CU_STREAM_NON_BLOCKING));
     CK(cuStreamCreate(&capture_stream, CU_STREAM_NON_BLOCKING));
-    CK(cuMemAlloc_v2(&a, MiB));
-    CK(fakecuLaunchFill(s1, a, 0x77, MiB, 300000));
+    CK(cuMemAlloc_v2(&a, CAPTURE_BLOCK));
+    CK(fakecuLaunchFill(s1, a, 0x77, CAPTURE_BLOCK, 300000));
     CK(cuMemFree_v2(a));
     pthread_t t;
     pthread_barrier_init(&barrier, NULL, 2);
     CK(pthread_create(&t, NULL, capturer, NULL));
     pthread_barrier_wait(&barrier);
     CK(begin_rc);
-    CK(cuMemAlloc_v2(&b, MiB)); /* a pool's fence query fails here: not "done" */
-    memset((void *)(uintptr_t)b, 0x88, MiB);
+    CK(cuMemAlloc_v2(&b, CAPTURE_BLOCK)); /* a pool's fence query fails here: not "done" */
+    memset((void *)(uintptr_t)b, 0x88, CAPTURE_BLOCK);
     pthread_barrier_wait(&barrier);
     pthread_join(t, NULL);
     CK(cuCtxSynchronize());
     const unsigned char *bytes = (const unsigned char *)(uintptr_t)b;
-    for (size_t i = 0; i < MiB; i++)
+    for (size_t i = 0; i < CAPTURE_BLOCK; i++)
         if (bytes[i] != 0x88)
             FAIL("byte %zu of the block allocated during the capture is %#x: the freed block was handed out "
                  "while its kernel still ran", i, bytes[i]);
     CK(cuMemFree_v2(b));
-    char extra[64];
-    snprintf(extra, sizeof(extra), "end_capture=%d", (int)end_rc);
+    fake_cuda_counters_t c;
+    fakecuCounters(&c);
+    char extra[96];
+    snprintf(extra, sizeof(extra), "end_capture=%d capture_violations=%llu", (int)end_rc,
+             (unsigned long long)c.capture_violations);
     print_ok(extra);
 }
 

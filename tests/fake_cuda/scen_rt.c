@@ -74,8 +74,10 @@ static void check_bytes(const void *p, int value, size_t n, const char *what)
 static void print_ok(const char *extra)
 {
     fake_cuda_counters_t c = counters();
-    printf("ok mem_alloc=%llu host_alloc=%llu calls=%llu %s\n", (unsigned long long)c.mem_alloc,
-           (unsigned long long)c.host_alloc, (unsigned long long)c.calls, extra ? extra : "");
+    printf("ok mem_alloc=%llu host_alloc=%llu calls=%llu event_record=%llu event_query=%llu ctx_record_event=%llu %s\n",
+           (unsigned long long)c.mem_alloc, (unsigned long long)c.host_alloc, (unsigned long long)c.calls,
+           (unsigned long long)c.event_record, (unsigned long long)c.event_query,
+           (unsigned long long)c.ctx_record_event, extra ? extra : "");
 }
 
 /* Scenario 1 on stream s (destroyed at the end of it); then pairs of the

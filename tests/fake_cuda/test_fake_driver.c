@@ -150,6 +150,15 @@ START_TEST(queries_prohibited_during_capture)
     ck_assert_int_eq(cuStreamEndCapture(s, &g), CUDA_ERROR_STREAM_CAPTURE_INVALIDATED);
     ck_assert_int_eq(cuEventQuery(e), CUDA_SUCCESS);
     ck_assert_uint_eq(counters().capture_violations, 3);
+    /* a thread that exchanged its mode for relaxed may query */
+    ck_assert_int_eq(pthread_create(&t, NULL, begin_global, (void *)(uintptr_t)0x1000), 0);
+    pthread_join(t, NULL);
+    CUstreamCaptureMode m = CU_STREAM_CAPTURE_MODE_RELAXED;
+    ck_assert_int_eq(cuThreadExchangeStreamCaptureMode(&m), CUDA_SUCCESS);
+    ck_assert_int_eq(m, CU_STREAM_CAPTURE_MODE_GLOBAL);
+    ck_assert_int_eq(cuEventQuery(e), CUDA_SUCCESS);
+    ck_assert_int_eq(cuStreamEndCapture(s, &g), CUDA_SUCCESS);
+    ck_assert_uint_eq(counters().capture_violations, 3);
 }
 END_TEST
 
@@ -240,6 +249,9 @@ START_TEST(get_proc_address_versions_and_flags)
         {"cuDevicePrimaryCtxReset", 11000, "cuDevicePrimaryCtxReset_v2", CU_GET_PROC_ADDRESS_SUCCESS},
         {"cuGetProcAddress", 11080, "cuGetProcAddress", CU_GET_PROC_ADDRESS_SUCCESS},
         {"cuGetProcAddress", 12000, "cuGetProcAddress_v2", CU_GET_PROC_ADDRESS_SUCCESS},
+        {"cuStreamBeginCapture", 10000, "cuStreamBeginCapture", CU_GET_PROC_ADDRESS_SUCCESS},
+        {"cuStreamBeginCapture", 10010, "cuStreamBeginCapture_v2", CU_GET_PROC_ADDRESS_SUCCESS},
+        {"cuStreamBeginCapture", 9020, NULL, CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT},
         {"cuCtxRecordEvent", 12040, NULL, CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT},
         {"cuCtxRecordEvent", 12050, "cuCtxRecordEvent", CU_GET_PROC_ADDRESS_SUCCESS},
         {"cuGreenCtxStreamCreate", 12030, NULL, CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT},
