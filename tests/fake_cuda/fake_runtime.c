@@ -38,6 +38,8 @@ static struct {
     CUresult (*mem_alloc_pitch)(CUdeviceptr *, size_t *, size_t, size_t, unsigned);
     CUresult (*mem_alloc_managed)(CUdeviceptr *, size_t, unsigned);
     CUresult (*mem_free)(CUdeviceptr);
+    CUresult (*alloc_async)(CUdeviceptr *, size_t, CUstream);
+    CUresult (*free_async)(CUdeviceptr, CUstream);
     CUresult (*host_alloc)(void **, size_t, unsigned);
     CUresult (*host_free)(void *);
     CUresult (*host_dev_ptr)(CUdeviceptr *, void *, unsigned);
@@ -94,6 +96,8 @@ static void load(void)
     get("cuMemAllocPitch", &drv.mem_alloc_pitch);
     get("cuMemAllocManaged", &drv.mem_alloc_managed);
     get("cuMemFree", &drv.mem_free);
+    get("cuMemAllocAsync", &drv.alloc_async);
+    get("cuMemFreeAsync", &drv.free_async);
     get("cuMemHostAlloc", &drv.host_alloc);
     get("cuMemFreeHost", &drv.host_free);
     get("cuMemHostGetDevicePointer", &drv.host_dev_ptr);
@@ -240,16 +244,14 @@ RT_EXPORT const char *cudaGetErrorString(cudaError_t e)
     return e == cudaSuccess ? "no error" : e == cudaErrorMemoryAllocation ? "out of memory" : "fake cudart error";
 }
 
-/* Stream-ordered allocation: the fake serves it synchronously. */
+/* Stream-ordered allocation: the driver's (which serves it at once). */
 RT_EXPORT cudaError_t cudaMallocAsync(void **p, size_t n, cudaStream_t s)
 {
-    (void)s;
-    return cudaMalloc(p, n);
+    CALL(drv.alloc_async((CUdeviceptr *)p, n, (CUstream)s));
 }
 RT_EXPORT cudaError_t cudaFreeAsync(void *p, cudaStream_t s)
 {
-    (void)s;
-    return cudaFree(p);
+    CALL(drv.free_async((CUdeviceptr)(uintptr_t)p, (CUstream)s));
 }
 
 RT_EXPORT cudaError_t cudaGetDriverEntryPointByVersion(const char *symbol, void **fn, unsigned version,
