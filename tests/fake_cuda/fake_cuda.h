@@ -26,6 +26,10 @@ typedef struct fake_cuda_counters {
     uint64_t memset, host_register, host_unregister;
     /* Failures injected by fakecuSetFaults (not counted in mem_alloc & co.). */
     uint64_t fault_alloc, fault_host_alloc, fault_event_record;
+    /* Calls of every exported driver entry point (not the fake* controls,
+     * not cuGetProcAddress); cuCtxRecordEvent, cuStreamDestroy and
+     * cuDevicePrimaryCtxRelease calls that succeeded. */
+    uint64_t calls, ctx_record_event, stream_destroy, primary_release;
 } fake_cuda_counters_t;
 
 /* Driver (libcuda.so.1): a "kernel" on stream h that fills bytes at dst with

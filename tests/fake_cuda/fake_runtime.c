@@ -2,10 +2,15 @@
  * A fake CUDA runtime (libcudart.so.13, and a static archive standing in
  * for nvcc's default static cudart), built against the real
  * cuda_runtime_api.h.  Like real cudart 12/13 it never links the driver:
- * on first use it dlopen()s libcuda.so.1, looks up cuGetProcAddress_v2
- * with dlsym, and takes every driver entry point through it, so a shim
- * that hooks dlsym and cuGetProcAddress sees exactly what it would see
- * with the real runtime.
+ * on first use it dlopen()s libcuda.so.1, looks up cuGetProcAddress_v2,
+ * cuInit and cuDriverGetVersion with dlsym, and takes every other driver
+ * entry point through cuGetProcAddress_v2 with its own version (13000), so
+ * a shim that hooks dlsym and cuGetProcAddress sees exactly what it would
+ * see with the real runtime.  All its work goes through those pointers:
+ * cudaFree is the driver's cuMemFree (which synchronises), cudaDeviceReset
+ * is cuDevicePrimaryCtxReset, and the primary context of a device is
+ * retained once and made current when a thread has no current context
+ * (or by cudaSetDevice).
  */
 #include <cuda.h>
 #include <cuda_runtime_api.h>
@@ -22,7 +27,10 @@ typedef CUresult (*proc_fn)(const char *, void **, int, cuuint64_t, CUdriverProc
 
 static struct {
     CUresult (*init)(unsigned);
+    CUresult (*driver_version)(int *);
     CUresult (*primary_retain)(CUcontext *, CUdevice);
+    CUresult (*ctx_get)(CUcontext *);
+    CUresult (*stream_create_prio)(CUstream *, unsigned, int);
     CUresult (*primary_reset)(CUdevice);
     CUresult (*ctx_set)(CUcontext);
     CUresult (*ctx_sync)(void);
@@ -30,6 +38,8 @@ static struct {
     CUresult (*mem_alloc_pitch)(CUdeviceptr *, size_t *, size_t, size_t, unsigned);
     CUresult (*mem_alloc_managed)(CUdeviceptr *, size_t, unsigned);
     CUresult (*mem_free)(CUdeviceptr);
+    CUresult (*alloc_async)(CUdeviceptr *, size_t, CUstream);
+    CUresult (*free_async)(CUdeviceptr, CUstream);
     CUresult (*host_alloc)(void **, size_t, unsigned);
     CUresult (*host_free)(void *);
     CUresult (*host_dev_ptr)(CUdeviceptr *, void *, unsigned);
@@ -50,6 +60,8 @@ static struct {
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static cudaError_t load_error = cudaSuccess;
 static _Thread_local int device;
+static CUcontext primary[2];            /* retained once per device */
+static pthread_mutex_t primary_lock = PTHREAD_MUTEX_INITIALIZER;
 static _Thread_local cudaError_t last_error;
 static uint64_t lookups;
 
@@ -71,8 +83,12 @@ static void load(void)
         return;
     }
     memcpy(&drv.get_proc, &gp, sizeof(gp));
-    get("cuInit", &drv.init);
+    void *init = dlsym(h, "cuInit"), *version = dlsym(h, "cuDriverGetVersion");
+    memcpy(&drv.init, &init, sizeof(init));
+    memcpy(&drv.driver_version, &version, sizeof(version));
     get("cuDevicePrimaryCtxRetain", &drv.primary_retain);
+    get("cuCtxGetCurrent", &drv.ctx_get);
+    get("cuStreamCreateWithPriority", &drv.stream_create_prio);
     get("cuDevicePrimaryCtxReset", &drv.primary_reset);
     get("cuCtxSetCurrent", &drv.ctx_set);
     get("cuCtxSynchronize", &drv.ctx_sync);
@@ -80,6 +96,8 @@ static void load(void)
     get("cuMemAllocPitch", &drv.mem_alloc_pitch);
     get("cuMemAllocManaged", &drv.mem_alloc_managed);
     get("cuMemFree", &drv.mem_free);
+    get("cuMemAllocAsync", &drv.alloc_async);
+    get("cuMemFreeAsync", &drv.free_async);
     get("cuMemHostAlloc", &drv.host_alloc);
     get("cuMemFreeHost", &drv.host_free);
     get("cuMemHostGetDevicePointer", &drv.host_dev_ptr);
@@ -94,8 +112,11 @@ static void load(void)
     get("cuEventSynchronize", &drv.event_sync);
     get("cuEventDestroy", &drv.event_destroy);
     get("fakecuLaunchFill", &drv.launch_fill);
-    if (!drv.init || drv.init(0) != CUDA_SUCCESS)
+    int v = 0;
+    if (!drv.init || drv.init(0) != CUDA_SUCCESS || !drv.driver_version || drv.driver_version(&v) != CUDA_SUCCESS)
         load_error = cudaErrorInitializationError;
+    else if (v < 13000)
+        load_error = cudaErrorInsufficientDriver;
 }
 
 static cudaError_t map(CUresult r)
@@ -106,22 +127,42 @@ static cudaError_t map(CUresult r)
     case CUDA_ERROR_NOT_READY: return cudaErrorNotReady;
     case CUDA_ERROR_INVALID_DEVICE: return cudaErrorInvalidDevice;
     case CUDA_ERROR_NOT_FOUND: return cudaErrorInvalidValue;
+    case CUDA_ERROR_INVALID_HANDLE: return cudaErrorInvalidResourceHandle;
+    case CUDA_ERROR_CONTEXT_IS_DESTROYED: return cudaErrorContextIsDestroyed;
     default: return cudaErrorInvalidValue;
     }
 }
 
-/* Make the current device's primary context current, as cudart does lazily. */
-static cudaError_t ready(void)
+/* The device's primary context, retained once (lazily, as cudart does). */
+static CUresult primary_of(int d, CUcontext *ctx)
+{
+    CUresult r = CUDA_SUCCESS;
+    pthread_mutex_lock(&primary_lock);
+    if (!primary[d])
+        r = drv.primary_retain(&primary[d], d);
+    *ctx = primary[d];
+    pthread_mutex_unlock(&primary_lock);
+    return r;
+}
+
+/* A thread without a current context gets its device's primary context
+ * (cudaSetDevice makes it current whatever was current). */
+static cudaError_t ready_for(int force)
 {
     pthread_once(&once, load);
     if (load_error != cudaSuccess)
         return last_error = load_error;
-    CUcontext ctx;
-    CUresult r = drv.primary_retain(&ctx, device);
-    if (r == CUDA_SUCCESS)
-        r = drv.ctx_set(ctx);
+    CUcontext cur = NULL, ctx = NULL;
+    CUresult r = force ? CUDA_SUCCESS : drv.ctx_get(&cur);
+    if (r == CUDA_SUCCESS && (force || cur == NULL)) {
+        r = primary_of(device, &ctx);
+        if (r == CUDA_SUCCESS)
+            r = drv.ctx_set(ctx);
+    }
     return r == CUDA_SUCCESS ? cudaSuccess : (last_error = map(r));
 }
+
+static cudaError_t ready(void) { return ready_for(0); }
 
 #define CALL(expr)                                   \
     do {                                             \
@@ -159,6 +200,10 @@ RT_EXPORT cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags)
 {
     CALL(drv.stream_create((CUstream *)s, flags));
 }
+RT_EXPORT cudaError_t cudaStreamCreateWithPriority(cudaStream_t *s, unsigned flags, int priority)
+{
+    CALL(drv.stream_create_prio((CUstream *)s, flags, priority));
+}
 RT_EXPORT cudaError_t cudaStreamDestroy(cudaStream_t s) { CALL(drv.stream_destroy((CUstream)s)); }
 RT_EXPORT cudaError_t cudaStreamSynchronize(cudaStream_t s) { CALL(drv.stream_sync((CUstream)s)); }
 RT_EXPORT cudaError_t cudaEventCreate(cudaEvent_t *e) { CALL(drv.event_create((CUevent *)e, 0)); }
@@ -176,7 +221,7 @@ RT_EXPORT cudaError_t cudaSetDevice(int d)
     if (d < 0 || d > 1)
         return last_error = cudaErrorInvalidDevice;
     device = d;
-    return ready();
+    return ready_for(1);
 }
 RT_EXPORT cudaError_t cudaGetDevice(int *d)
 {
@@ -199,16 +244,14 @@ RT_EXPORT const char *cudaGetErrorString(cudaError_t e)
     return e == cudaSuccess ? "no error" : e == cudaErrorMemoryAllocation ? "out of memory" : "fake cudart error";
 }
 
-/* Stream-ordered allocation: the fake serves it synchronously. */
+/* Stream-ordered allocation: the driver's (which serves it at once). */
 RT_EXPORT cudaError_t cudaMallocAsync(void **p, size_t n, cudaStream_t s)
 {
-    (void)s;
-    return cudaMalloc(p, n);
+    CALL(drv.alloc_async((CUdeviceptr *)p, n, (CUstream)s));
 }
 RT_EXPORT cudaError_t cudaFreeAsync(void *p, cudaStream_t s)
 {
-    (void)s;
-    return cudaFree(p);
+    CALL(drv.free_async((CUdeviceptr)(uintptr_t)p, (CUstream)s));
 }
 
 RT_EXPORT cudaError_t cudaGetDriverEntryPointByVersion(const char *symbol, void **fn, unsigned version,
@@ -221,7 +264,9 @@ RT_EXPORT cudaError_t cudaGetDriverEntryPointByVersion(const char *symbol, void 
     CUdriverProcAddressQueryResult st;
     CUresult r = drv.get_proc(symbol, fn, (int)version, flags, &st);
     if (status)
-        *status = r == CUDA_SUCCESS ? cudaDriverEntryPointSuccess : cudaDriverEntryPointSymbolNotFound;
+        *status = r != CUDA_SUCCESS || st == CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND ? cudaDriverEntryPointSymbolNotFound
+                  : st == CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT            ? cudaDriverEntryPointVersionNotSufficent
+                                                                                : cudaDriverEntryPointSuccess;
     return map(r);
 }
 

@@ -1,0 +1,6 @@
+/* Scenario 6 (scripts/gpu-check): another library with a constructor,
+ * linked before or after the early one. */
+int scen_other_ran(void);
+static int ran;
+__attribute__((constructor)) static void other(void) { ran = 1; }
+__attribute__((visibility("default"))) int scen_other_ran(void) { return ran; }
