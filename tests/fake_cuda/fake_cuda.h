@@ -37,7 +37,7 @@ typedef struct fake_cuda_counters {
 CUresult fakecuLaunchFill(CUstream h, CUdeviceptr dst, int value, size_t bytes, unsigned delay_us);
 void fakecuSetCapacity(int device, size_t bytes);
 void fakecuSetAllocCost(unsigned us);
-/* Fail cuMemAlloc, cuMemHostAlloc and cuEventRecord at random, each with
+/* Fail cuMemAlloc, cuMemHostAlloc and cuEventRecord/cuCtxRecordEvent at random, each with
  * the given chance in 1000 (a real device out of memory, a driver error),
  * from a seeded generator: the same seed fails the same calls. */
 void fakecuSetFaults(unsigned alloc_permille, unsigned event_permille, uint64_t seed);

@@ -1267,6 +1267,11 @@ FAKE_EXPORT CUresult cuCtxRecordEvent(CUcontext hCtx, CUevent hEvent)
     struct CUctx_st *ctx = hCtx ? hCtx : cur_ctx();
     CUresult rc;
     struct CUevent_st *e = find_event(hEvent, &rc);
+    if (e && fault_locked(fault_event_permille)) { /* injected like cuEventRecord's */
+        counters.fault_event_record++;
+        pthread_mutex_unlock(&lock);
+        return CUDA_ERROR_LAUNCH_FAILED;
+    }
     if (ctx_gone(ctx)) {
         rc = CUDA_ERROR_CONTEXT_IS_DESTROYED;
     } else if (e && e->ctx != ctx) {
