@@ -10,8 +10,9 @@
  * "bench_device calls STREAMS PAIRS BUSY_MS" instead runs one loop of
  * cudaMalloc+cudaFree of 1 MiB with STREAMS non-blocking streams alive
  * (behind BUSY_MS of queued device work on the fake) and prints
- * "calls <driver calls per pair> <ns per pair> <event queries per pair>"
- * from the fake driver's counters (zeros on a real GPU).
+ * "calls <driver calls per pair> <ns per pair> <event queries per pair>
+ * <cuCtxGetCurrent calls per pair>" from the fake driver's counters (zeros
+ * on a real GPU; the first figure leaves cuCtxGetCurrent out).
  */
 #include <cuda_runtime_api.h>
 #include <dlfcn.h>
@@ -23,7 +24,6 @@
 
 #include "fake_cuda.h"
 
-#define FAKE_TOTAL_CALLS(c) ((c).calls)
 
 static double now_ns(void)
 {
@@ -62,17 +62,18 @@ static int cmp(const void *a, const void *b)
 
 /* The fake driver's counters (fake_cuda.h): every driver call, event
  * queries; zeros where the driver is real. */
-static void fake_counts(uint64_t *calls, uint64_t *queries)
+static void fake_counts(uint64_t *calls, uint64_t *queries, uint64_t *get_current)
 {
     void (*counters)(fake_cuda_counters_t *);
     *(void **)&counters = dlsym(RTLD_DEFAULT, "fakecuCounters");
-    *calls = *queries = 0;
+    *calls = *queries = *get_current = 0;
     if (counters) {
         fake_cuda_counters_t c;
         memset(&c, 0, sizeof(c));
         counters(&c);
         *queries = c.event_query;
-        *calls = FAKE_TOTAL_CALLS(c);
+        *get_current = c.ctx_get_current;
+        *calls = c.calls - c.ctx_get_current;
     }
 }
 
@@ -98,12 +99,12 @@ static int calls_mode(int nstreams, int pairs, int busy_ms)
         cudaError_t (*fill)(cudaStream_t, void *, int, size_t, unsigned);
         *(void **)&fill = dlsym(RTLD_DEFAULT, "fakecudaLaunchFill");
         if (fill == NULL || fill(0, NULL, 0, 0, (unsigned)busy_ms * 1000u) != cudaSuccess) {
-            puts("calls 0 0 0"); /* needs the fake's timed work */
+            puts("calls 0 0 0 0"); /* needs the fake's timed work */
             return 0;
         }
     }
-    uint64_t c0, q0, c1, q1;
-    fake_counts(&c0, &q0);
+    uint64_t c0, q0, g0, c1, q1, g1;
+    fake_counts(&c0, &q0, &g0);
     double t0 = now_ns();
     for (int i = 0; i < pairs; i++) {
         if (cudaMalloc(&p, n) != cudaSuccess)
@@ -111,8 +112,9 @@ static int calls_mode(int nstreams, int pairs, int busy_ms)
         cudaFree(p);
     }
     double t = (now_ns() - t0) / pairs;
-    fake_counts(&c1, &q1);
-    printf("calls %.4f %.0f %.4f\n", (double)(c1 - c0) / pairs, t, (double)(q1 - q0) / pairs);
+    fake_counts(&c1, &q1, &g1);
+    printf("calls %.4f %.0f %.4f %.4f\n", (double)(c1 - c0) / pairs, t, (double)(q1 - q0) / pairs,
+           (double)(g1 - g0) / pairs);
     return 0;
 }
 

@@ -30,6 +30,8 @@ typedef struct fake_cuda_counters {
      * not cuGetProcAddress); cuCtxRecordEvent, cuStreamDestroy and
      * cuDevicePrimaryCtxRelease calls that succeeded. */
     uint64_t calls, ctx_record_event, stream_destroy, primary_release;
+    /* cuCtxGetCurrent calls (a thread-local read in the real driver). */
+    uint64_t ctx_get_current;
 } fake_cuda_counters_t;
 
 /* Driver (libcuda.so.1): a "kernel" on stream h that fills bytes at dst with

@@ -676,9 +676,12 @@ FAKE_EXPORT CUresult cuCtxSetCurrent(CUcontext ctx)
     return CUDA_SUCCESS;
 }
 
+static uint64_t ctx_get_current_calls;
+
 FAKE_EXPORT CUresult cuCtxGetCurrent(CUcontext *ctx)
 {
     COUNT();
+    __atomic_fetch_add(&ctx_get_current_calls, 1, __ATOMIC_RELAXED);
     if (!ctx)
         return CUDA_ERROR_INVALID_VALUE;
     *ctx = ctx_depth ? ctx_stack[ctx_depth - 1] : NULL;
@@ -1743,6 +1746,7 @@ FAKE_EXPORT void fakecuCounters(fake_cuda_counters_t *out)
     pthread_mutex_lock(&lock);
     *out = counters;
     out->calls = __atomic_load_n(&calls_total, __ATOMIC_RELAXED);
+    out->ctx_get_current = __atomic_load_n(&ctx_get_current_calls, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&lock);
 }
 
