@@ -278,12 +278,16 @@ static Suite *fences_suite(void)
     tcase_add_test(tc, batch_of_one_fences_every_reuse);
     tcase_add_test(tc, busy_device_costs_constant_queries);
     tcase_add_test(tc, foreign_free_is_one_lookup);
-    tcase_add_test(tc, trim_holds_no_lock_across_driver_frees);
     tcase_add_test(tc, unpooled_allocation_gets_the_cache_on_oom);
     tcase_add_test(tc, mem_get_info_counts_the_cache_as_free);
     tcase_add_test(tc, mem_get_info_raw_on_request);
     tcase_add_test(tc, destroyed_stream_work_is_waited_for);
     suite_add_tcase(s, tc);
+    /* Threads only (the sanitizer builds run it under TSan). */
+    TCase *th = tcase_create("threads");
+    tcase_set_timeout(th, 60);
+    tcase_add_test(th, trim_holds_no_lock_across_driver_frees);
+    suite_add_tcase(s, th);
     return s;
 }
 
