@@ -26,22 +26,8 @@
 #include <string.h>
 
 #include "fake_cuda.h"
+#include "scen_check.h"
 
-#define FAIL(...)                   \
-    do {                            \
-        printf("FAIL ");            \
-        printf(__VA_ARGS__);        \
-        puts("");                   \
-        exit(1);                    \
-    } while (0)
-#define CK(x)                                                        \
-    do {                                                             \
-        int e_ = (int)(x);                                           \
-        if (e_ != 0)                                                 \
-            FAIL("%s:%d %s returned %d", __FILE__, __LINE__, #x, e_); \
-    } while (0)
-
-#define MiB ((size_t)1 << 20)
 #define CAPTURE_BLOCK ((size_t)65536)
 
 static void print_ok(const char *extra)
