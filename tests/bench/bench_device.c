@@ -13,6 +13,9 @@
  * "calls <driver calls per pair> <ns per pair> <event queries per pair>
  * <cuCtxGetCurrent calls per pair>" from the fake driver's counters (zeros
  * on a real GPU; the first figure leaves cuCtxGetCurrent out).
+ * "bench_device foreign CACHED PAIRS" prints "foreign <ns>": the best of 5
+ * rounds of cudaMallocManaged+cudaFree pairs with CACHED freed 512-byte
+ * blocks in the pools (a free of memory the shim did not make).
  */
 #include <cuda_runtime_api.h>
 #include <dlfcn.h>
@@ -118,10 +121,43 @@ static int calls_mode(int nstreams, int pairs, int busy_ms)
     return 0;
 }
 
+/* A free of memory the shim did not make, with `cached` blocks in its
+ * pools: cudaMallocManaged + cudaFree pairs, ns per pair. */
+static int foreign_mode(int cached, int pairs)
+{
+    if (cudaFree(NULL) != cudaSuccess) {
+        puts("no CUDA device");
+        return 2;
+    }
+    void **held = calloc((size_t)cached, sizeof(void *));
+    for (int i = 0; i < cached; i++)
+        if (held == NULL || cudaMalloc(&held[i], 512) != cudaSuccess)
+            return 1;
+    for (int i = 0; i < cached; i++)
+        cudaFree(held[i]);
+    free(held);
+    double best = 1e30;
+    for (int r = 0; r < 5; r++) {
+        double t0 = now_ns();
+        for (int i = 0; i < pairs; i++) {
+            void *m = NULL;
+            if (cudaMallocManaged(&m, 4096, cudaMemAttachGlobal) != cudaSuccess)
+                return 1;
+            cudaFree(m);
+        }
+        double t = (now_ns() - t0) / pairs;
+        best = t < best ? t : best;
+    }
+    printf("foreign %.0f\n", best);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 4 && strcmp(argv[1], "calls") == 0)
         return calls_mode(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]));
+    if (argc > 3 && strcmp(argv[1], "foreign") == 0)
+        return foreign_mode(atoi(argv[2]), atoi(argv[3]));
     int reps = argc > 1 ? atoi(argv[1]) : 20;
     if (cudaFree(NULL) != cudaSuccess) {
         puts("no CUDA device");
