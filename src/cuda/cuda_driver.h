@@ -5,6 +5,7 @@
 #include <stdbool.h>
 
 #include "cuda_abi.h"
+#include "cuda_hooks.h"
 #include "internal.h"
 
 typedef struct mp_cuda {
@@ -42,8 +43,5 @@ typedef struct mp_cuda {
 extern mp_cuda_t mp_cuda;
 /* Load the driver once; false if there is none (or it lacks an entry point). */
 bool mp_cuda_load(void);
-/* The handle of the libcuda.so.1 the program loaded (any scope), or NULL:
- * the driver is never loaded by this call (cuda_hooks.c). */
-void *mp_libcuda_handle(void);
 
 #endif

@@ -16,7 +16,6 @@
 #include <dlfcn.h>
 #include <string.h>
 
-#include "cuda_driver.h"
 #include "cuda_hooks.h"
 
 const mp_hook_desc_t mp_hook_table[MP_HOOK_COUNT] = {

@@ -47,6 +47,9 @@ static inline void mp_hook_count(mp_hook_id_t id)
     atomic_fetch_add_explicit(&mp_hook_calls[id], 1, memory_order_relaxed);
 }
 
+/* The handle of the libcuda.so.1 the program loaded (any scope), or NULL:
+ * the driver is never loaded by this call. */
+void *mp_libcuda_handle(void);
 /* glibc's dlsym, found with dlvsym (the shim exports its own dlsym). */
 typedef void *(*mp_dlsym_fn)(void *, const char *);
 mp_dlsym_fn mp_real_dlsym(void);

@@ -1,6 +1,6 @@
 /*
  * What the interposed CUDA driver functions do: device memory from the
- * device pools (device_pool.c); anything the pools cannot serve (no
+ * device pools (device_pool.h); anything the pools cannot serve (no
  * current context yet, pooling off) or do not own goes to the real
  * function, so the driver still reports its own errors.  Allocations the
  * pools never serve get one retry after an out-of-memory failure, with the

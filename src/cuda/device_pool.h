@@ -1,4 +1,5 @@
-/* Device memory pools on the CUDA driver API (device_pool.c). */
+/* Device memory pools on the CUDA driver API: the interface of src/cuda/dpool_*.c
+ * (their shared books: dpool.h). */
 #ifndef MEMPOOL_DEVICE_POOL_H
 #define MEMPOOL_DEVICE_POOL_H
 

@@ -1,10 +1,10 @@
 /*
- * The device pools' shared books (src/cuda/dpool_*.c, device_pool.c): the
+ * The device pools' shared books (src/cuda/dpool_*.c): the
  * records of blocks, segments and fenced batches, the pool table, and the
  * functions the files of the device pools call on each other.  Not part of
  * the module's interface (device_pool.h is).
  *
- * Files: device_pool.c (size classes, allocation and release, the hit
+ * Files: dpool_alloc.c (size classes, allocation and release, the hit
  * path), dpool_fence.c (batches of freed blocks behind fences),
  * dpool_books.c (records, the block table, segments, driver memory),
  * dpool_release.c (trims and releases: collected under the pool lock,
@@ -88,7 +88,7 @@ typedef struct dev_pool {
 #define MP_NPOOLS (MP_API_BASE + MP_DPOOL_API_MAX)
 extern dev_pool_t mp_dpools[MP_NPOOLS];
 extern pthread_mutex_t mp_dp_claim_lock;
-/* The context each context pool was set up for (device_pool.c). */
+/* The context each context pool was set up for (dpool_alloc.c). */
 extern _Atomic(mp_cu_context) mp_dp_pool_owner[MP_DEV_MAX];
 extern _Atomic bool mp_dp_inited;
 extern pthread_once_t mp_dp_once;
@@ -152,7 +152,7 @@ size_t mp_dp_release_to(dev_pool_t *pl, trim_goal_t *g);
 size_t mp_dp_release_cached(dev_pool_t *pl, trim_goal_t *g);
 void mp_dp_trim_finish(dev_pool_t *pl, trim_goal_t *g);
 
-/* ---- device_pool.c ---------------------------------------------------- */
+/* ---- dpool_alloc.c ------------------------------------------------------ */
 int mp_dp_current_pool(void);
 mp_cu_result mp_dp_pool_alloc(dev_pool_t *pl, int idx, mp_cu_ptr *out, size_t size, mp_cu_stream s,
                               bool async);
