@@ -8,15 +8,11 @@
 #include "internal.h"
 #include "export.h"
 
-/* glibc's public alias of sigaction: no dlsym, which would not be safe
- * in a signal handler or before the shim is initialised. */
-extern int __sigaction(int sig, const struct sigaction *act, struct sigaction *old);
-
 MP_EXPORT int sigaction(int sig, const struct sigaction *act, struct sigaction *old)
 {
     if (mp_dump_sigaction(sig, act, old))
         return 0;
-    return __sigaction(sig, act, old);
+    return mp_real_sigaction(sig, act, old); /* glibc's: no lookup (src/libc_real.c) */
 }
 
 MP_EXPORT __sighandler_t signal(int sig, __sighandler_t handler)

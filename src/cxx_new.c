@@ -21,7 +21,7 @@ void *mp_cxx_new(size_t size, size_t align, bool nothrow)
         if (p != NULL)
             return p;
         if (get_handler == NULL)
-            *(void **)&get_handler = dlsym(RTLD_DEFAULT, "_ZSt15get_new_handlerv");
+            *(void **)&get_handler = mp_real_dlsym()(RTLD_DEFAULT, "_ZSt15get_new_handlerv");
         new_handler_t h = get_handler ? get_handler() : NULL;
         if (h != NULL) {
             h(); /* may free memory, throw, or abort */
@@ -30,7 +30,7 @@ void *mp_cxx_new(size_t size, size_t align, bool nothrow)
         if (nothrow)
             return NULL;
         if (throw_bad_alloc == NULL)
-            *(void **)&throw_bad_alloc = dlsym(RTLD_DEFAULT, "_ZSt17__throw_bad_allocv");
+            *(void **)&throw_bad_alloc = mp_real_dlsym()(RTLD_DEFAULT, "_ZSt17__throw_bad_allocv");
         if (throw_bad_alloc != NULL)
             throw_bad_alloc();
         mp_log(MP_LOG_ERROR, "operator new(%zu) failed and std::bad_alloc is unavailable", size);

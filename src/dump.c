@@ -101,7 +101,7 @@ void mp_dump_start(void)
         sa.sa_sigaction = on_signal;
         sa.sa_flags = SA_SIGINFO | SA_RESTART;
         sigfillset(&sa.sa_mask);
-        if (sigaction(signo, &sa, &prev) != 0)
+        if (mp_real_sigaction(signo, &sa, &prev) != 0)
             mp_log(MP_LOG_WARN, "MEMPOOL_DUMP_SIGNAL: cannot install the handler (%s)", strerror(errno));
         else
             atomic_store(&hooked, true);

@@ -14,6 +14,7 @@
 #include "device_pool.h"
 #include "internal.h"
 #include "pool.h"
+#include "stats.h"
 #include "timeline.h"
 
 _Atomic int mp_state;
@@ -102,7 +103,8 @@ int mp_init(void)
     mp_options_load(env_lookup);
     mp_callsite_init();
     mp_debug_init();
-    mp_timeline_init();
+    mp_timeline_init(mp_stats_totals, (uint64_t)mp_start_mono.tv_sec * 1000000000u
+                                          + (uint64_t)mp_start_mono.tv_nsec);
     mp_size_classes_init(&mp_sc, (int)mp_opt(MP_OPT_HOST_SIZE_CLASSES),
                          (size_t)mp_opt(MP_OPT_HOST_MAX_BLOCK_SIZE));
     bool ok = mp_heap_init((size_t)mp_opt(MP_OPT_HOST_RESERVE));

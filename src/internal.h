@@ -75,6 +75,8 @@ enum { MP_SC_QUARTER, MP_SC_HALF, MP_SC_POW2 };
 /* ---- log.c -------------------------------------------------------------- */
 /* Formats into a stack buffer and write(2)s it; never allocates. */
 void mp_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The level mp_log prints at or above (set by the options at load). */
+void mp_log_set_level(int level);
 
 /* ---- size_class.c ------------------------------------------------------- */
 #define MP_CLASS_MAX 128          /* hard ceiling on the number of classes */
@@ -169,14 +171,20 @@ bool mp_is_boot(const void *p);
 size_t mp_boot_usable_size(const void *p);
 void *mp_libc_alloc(size_t size, size_t align);
 void mp_libc_free(void *p);
-/* glibc's dlopen, and the mode the shim passes it: RTLD_DEEPBIND dropped
- * while the shim serves the malloc family (see sys_alloc.c). */
+/* The mode the shim passes glibc's dlopen: RTLD_DEEPBIND dropped while
+ * the shim serves the malloc family (see sys_alloc.c). */
+int mp_dlopen_mode(const char *file, int mode);
+
+/* ---- libc_real.c: the real functions behind the ones the preload exports */
 typedef void *(*mp_dlopen_fn)(const char *file, int mode);
-mp_dlopen_fn mp_real_dlopen(void);
+typedef void *(*mp_dlsym_fn)(void *, const char *);
 /* glibc's own dlopen/dlsym behind ours: the GLIBC_2.34 version (libdl
  * merged into libc), else the older one.  NULL if neither is found. */
 void *mp_glibc_next(const char *name);
-int mp_dlopen_mode(const char *file, int mode);
+mp_dlopen_fn mp_real_dlopen(void);
+mp_dlsym_fn mp_real_dlsym(void);
+struct sigaction;
+int mp_real_sigaction(int sig, const struct sigaction *act, struct sigaction *old);
 
 /* ---- init.c ------------------------------------------------------------- */
 enum { MP_STATE_UNINIT, MP_STATE_INITIALIZING, MP_STATE_READY, MP_STATE_LIBC };

@@ -9,9 +9,15 @@
 
 #include "internal.h"
 
+/* Set by the options (MEMPOOL_LOG_LEVEL) when they load: the logger reads
+ * nothing above it, and logs at the default level before that. */
+static _Atomic int log_level = MP_LOG_WARN;
+
+void mp_log_set_level(int level) { atomic_store_explicit(&log_level, level, memory_order_relaxed); }
+
 void mp_log(int level, const char *fmt, ...)
 {
-    if ((uint64_t)level > mp_opt_values[MP_OPT_LOG_LEVEL])
+    if (level > atomic_load_explicit(&log_level, memory_order_relaxed))
         return;
     char buf[512];
     size_t n = 9;

@@ -156,6 +156,7 @@ int mp_options_load(mp_getenv_fn get)
      * log level rather than a half-read one. */
     for (int i = 0; i < MP_OPT_COUNT; i++)
         mp_option_parse((mp_opt_id_t)i, mp_option_table[i].def, &mp_opt_values[i]);
+    mp_log_set_level((int)mp_opt_values[MP_OPT_LOG_LEVEL]);
     strcpy(mp_opt_stats_path, mp_option_table[MP_OPT_STATS_FILE].def);
 
     /* Log level before the rest, so its own value decides what is printed. */
@@ -179,6 +180,8 @@ int mp_options_load(mp_getenv_fn get)
             mp_opt_values[i] = v;
             if (d->type == MP_OPT_path)
                 strcpy(mp_opt_stats_path, text);
+            if (i == (int)MP_OPT_LOG_LEVEL) /* the logger sits below the options */
+                mp_log_set_level((int)v);
         }
     }
     return bad;

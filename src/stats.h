@@ -45,6 +45,9 @@ typedef struct mp_snapshot {
 } mp_snapshot_t;
 
 void mp_stats_snapshot(mp_snapshot_t *s);
+/* Bytes in use and reserved of every kind (host, device, pinned) into
+ * v[MP_TL_VALUES]: the timeline's reader, handed to it by init.c. */
+void mp_stats_totals(int64_t *v);
 /* Bytes in use over all host kinds, published (exact to MP_PUBLISH_BYTES
  * per class and thread). */
 extern _Atomic int64_t mp_total_inuse, mp_total_inuse_peak;

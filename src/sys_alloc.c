@@ -15,13 +15,13 @@ mp_libc_t mp_libc;
 void mp_libc_resolve(void)
 {
     /* The preload exports __libc_malloc & co. itself: RTLD_NEXT skips it. */
-    *(void **)&mp_libc.malloc = dlsym(RTLD_NEXT, "__libc_malloc");
-    *(void **)&mp_libc.free = dlsym(RTLD_NEXT, "__libc_free");
-    *(void **)&mp_libc.calloc = dlsym(RTLD_NEXT, "__libc_calloc");
-    *(void **)&mp_libc.realloc = dlsym(RTLD_NEXT, "__libc_realloc");
-    *(void **)&mp_libc.memalign = dlsym(RTLD_NEXT, "__libc_memalign");
-    *(void **)&mp_libc.usable_size = dlsym(RTLD_NEXT, "malloc_usable_size");
-    *(void **)&mp_libc.trim = dlsym(RTLD_NEXT, "malloc_trim");
+    *(void **)&mp_libc.malloc = mp_real_dlsym()(RTLD_NEXT, "__libc_malloc");
+    *(void **)&mp_libc.free = mp_real_dlsym()(RTLD_NEXT, "__libc_free");
+    *(void **)&mp_libc.calloc = mp_real_dlsym()(RTLD_NEXT, "__libc_calloc");
+    *(void **)&mp_libc.realloc = mp_real_dlsym()(RTLD_NEXT, "__libc_realloc");
+    *(void **)&mp_libc.memalign = mp_real_dlsym()(RTLD_NEXT, "__libc_memalign");
+    *(void **)&mp_libc.usable_size = mp_real_dlsym()(RTLD_NEXT, "malloc_usable_size");
+    *(void **)&mp_libc.trim = mp_real_dlsym()(RTLD_NEXT, "malloc_trim");
 }
 
 /* ---- bootstrap buffer ---------------------------------------------------- */
@@ -83,25 +83,6 @@ void mp_libc_free(void *p)
  * scope, i.e. to us), with one informational message per process.  This is
  * the situation ASan refuses outright ("incompatible with sanitizer
  * runtime"); dropping the flag keeps the program running instead. */
-static _Atomic(mp_dlopen_fn) real_dlopen;
-
-void *mp_glibc_next(const char *name)
-{
-    void *p = dlvsym(RTLD_NEXT, name, "GLIBC_2.34");
-    return p != NULL ? p : dlvsym(RTLD_NEXT, name, "GLIBC_2.2.5");
-}
-
-mp_dlopen_fn mp_real_dlopen(void)
-{
-    mp_dlopen_fn f = atomic_load_explicit(&real_dlopen, memory_order_acquire);
-    if (mp_likely(f != NULL))
-        return f;
-    void *p = mp_glibc_next("dlopen");
-    memcpy(&f, &p, sizeof(f));
-    atomic_store_explicit(&real_dlopen, f, memory_order_release);
-    return f;
-}
-
 int mp_dlopen_mode(const char *file, int mode)
 {
     if (!(mode & RTLD_DEEPBIND) || mp_init() != MP_STATE_READY)

@@ -5,11 +5,9 @@
  * and doubles the interval, so a long run keeps its whole history at a
  * coarser step (the fixed memory stays 56 KiB).
  */
+#include <pthread.h>
 #include <string.h>
 #include <time.h>
-
-#include "device_pool.h"
-#include <pthread.h>
 
 #include "timeline.h"
 
@@ -20,6 +18,9 @@ static pthread_mutex_t ring_lock = PTHREAD_MUTEX_INITIALIZER;
 static mp_tl_sample_t ring[MP_TL_SAMPLES];
 static size_t ring_n;
 static uint64_t interval_ns;
+/* Handed in at start: the timeline calls no pool, the pools call it. */
+static mp_tl_totals_fn read_totals;
+static uint64_t start_ns;
 
 uint64_t mp_timeline_now(void)
 {
@@ -28,33 +29,22 @@ uint64_t mp_timeline_now(void)
     return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
-void mp_timeline_init(void)
+void mp_timeline_init(mp_tl_totals_fn totals, uint64_t start_mono_ns)
 {
+    read_totals = totals;
+    start_ns = start_mono_ns;
     interval_ns = mp_opt(MP_OPT_TIMELINE_INTERVAL) * 1000000u;
     mp_timeline_host = interval_ns != 0 && mp_opt(MP_OPT_TIMELINE_HOST) != 0;
     /* The first tick samples at once (the start of the run). */
     atomic_store(&mp_tl_next, interval_ns ? 0 : UINT64_MAX);
 }
 
-static void host_totals(int64_t *in_use, int64_t *reserved)
-{
-    int64_t u = 0, r = 0;
-    for (unsigned c = 0; c < mp_sc.count; c++) {
-        u += MP_LOAD(mp_class_stats[c].inuse);
-        r += MP_LOAD(mp_class_stats[c].reserved);
-    }
-    int64_t b = MP_LOAD(mp_bypass_stats.inuse);
-    *in_use = u + b;
-    *reserved = r + b;
-}
-
 static void take(uint64_t now, bool forced)
 {
     mp_tl_sample_t s = {0};
-    uint64_t start = (uint64_t)mp_start_mono.tv_sec * 1000000000u + (uint64_t)mp_start_mono.tv_nsec;
-    s.t_ns = now > start ? now - start : 0;
-    host_totals(&s.v[MP_TL_HOST_IN_USE], &s.v[MP_TL_HOST_RESERVED]);
-    mp_device_totals(&s.v[MP_TL_DEVICE_IN_USE]);
+    s.t_ns = now > start_ns ? now - start_ns : 0;
+    if (read_totals)
+        read_totals(s.v);
     pthread_mutex_lock(&ring_lock);
     if (ring_n == MP_TL_SAMPLES) {
         for (size_t i = 0; i < MP_TL_SAMPLES / 2; i++)
@@ -101,5 +91,5 @@ void mp_timeline_reset(void)
 {
     pthread_mutex_init(&ring_lock, NULL); /* a thread that held it is gone */
     ring_n = 0;
-    mp_timeline_init();
+    mp_timeline_init(read_totals, start_ns);
 }

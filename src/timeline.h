@@ -19,7 +19,11 @@ typedef struct mp_tl_sample {
 
 /* Monotonic nanoseconds of the next sample; UINT64_MAX when off. */
 extern _Atomic uint64_t mp_tl_next;
-void mp_timeline_init(void);
+/* Reads bytes in use and reserved of every kind into v[MP_TL_VALUES]. */
+typedef void (*mp_tl_totals_fn)(int64_t *v);
+/* At start: the reader of the pools' totals (the timeline sits below the
+ * pools and calls none of them) and the start time samples count from. */
+void mp_timeline_init(mp_tl_totals_fn totals, uint64_t start_mono_ns);
 void mp_timeline_sample(uint64_t now_ns);
 /* A sample now, if the timeline has started (the stats writer's last point). */
 void mp_timeline_force(void);

@@ -28,19 +28,7 @@ _Atomic uint64_t mp_hook_calls[MP_HOOK_COUNT];
 _Atomic uint64_t mp_hook_handed_out[MP_HOOK_COUNT];
 _Atomic int mp_hook_missing[MP_HOOK_COUNT];
 static _Atomic(void *) real[MP_HOOK_COUNT];
-static _Atomic(mp_dlsym_fn) real_dlsym;
 static _Atomic(void *) libcuda;
-
-mp_dlsym_fn mp_real_dlsym(void)
-{
-    mp_dlsym_fn f = atomic_load_explicit(&real_dlsym, memory_order_acquire);
-    if (f == NULL) {
-        void *p = mp_glibc_next("dlsym");
-        memcpy(&f, &p, sizeof(p));
-        atomic_store_explicit(&real_dlsym, f, memory_order_release);
-    }
-    return f;
-}
 
 void *mp_libcuda_handle(void)
 {

@@ -50,9 +50,6 @@ static inline void mp_hook_count(mp_hook_id_t id)
 /* The handle of the libcuda.so.1 the program loaded (any scope), or NULL:
  * the driver is never loaded by this call. */
 void *mp_libcuda_handle(void);
-/* glibc's dlsym, found with dlvsym (the shim exports its own dlsym). */
-typedef void *(*mp_dlsym_fn)(void *, const char *);
-mp_dlsym_fn mp_real_dlsym(void);
 /* Names dlsym may have to rewrite: a cheap first test for the hot path. */
 static inline bool mp_cuda_name_maybe(const char *name)
 {
