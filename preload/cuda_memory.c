@@ -90,19 +90,19 @@ MP_EXPORT int cuIpcGetMemHandle(void *handle, mp_cu_ptr p) { return mp_cuda_ipc_
 
 /* ---- contexts: what dies with them leaves the pools ------------------------- */
 
-MP_EXPORT int cuDevicePrimaryCtxReset_v2(int dev)
-{
-    int (*real)(int);
-    return mp_cuda_primary_reset(real_of(MP_HOOK_cuDevicePrimaryCtxReset_v2, &real) ? real(dev)
-                                                                                    : MP_CUDA_ERROR_NOT_INITIALIZED, dev);
-}
-MP_EXPORT int cuDevicePrimaryCtxRelease_v2(int dev)
-{
-    int (*real)(int);
-    if (!real_of(MP_HOOK_cuDevicePrimaryCtxRelease_v2, &real))
-        return MP_CUDA_ERROR_NOT_INITIALIZED;
-    return mp_cuda_primary_released(real(dev), dev);
-}
+/* Both versions (before CUDA 11 the same functions had no _v2 suffix). */
+#define PRIMARY(name, after)                                                 \
+    MP_EXPORT int name(int dev)                                              \
+    {                                                                        \
+        int (*real)(int);                                                    \
+        if (!real_of(MP_HOOK_##name, &real))                                 \
+            return MP_CUDA_ERROR_NOT_INITIALIZED;                            \
+        return after(real(dev), dev);                                        \
+    }
+PRIMARY(cuDevicePrimaryCtxReset, mp_cuda_primary_reset)
+PRIMARY(cuDevicePrimaryCtxReset_v2, mp_cuda_primary_reset)
+PRIMARY(cuDevicePrimaryCtxRelease, mp_cuda_primary_released)
+PRIMARY(cuDevicePrimaryCtxRelease_v2, mp_cuda_primary_released)
 MP_EXPORT int cuCtxDestroy_v2(mp_cu_context ctx)
 {
     int (*real)(mp_cu_context);

@@ -19,6 +19,7 @@
  * wait for the device.
  */
 #include <pthread.h>
+#include <sched.h>
 #include <string.h>
 #include <sys/mman.h>
 
@@ -37,6 +38,7 @@ typedef struct ctx_slot {
     int device;
     uint64_t seq, done_seq; /* fences recorded, newest known complete */
     uint64_t born;          /* seq when the slot's context was forgotten: older events are dead */
+    bool primary;           /* the device's primary context (reset by its last release) */
     unsigned nspare;
     mp_cu_event spare[SPARE_MAX];
     mp_cu_stream *streams; /* non-blocking streams (drivers < 12.5) */
@@ -46,8 +48,35 @@ typedef struct ctx_slot {
     uint64_t retired_total;
 } ctx_slot_t;
 
+_Atomic int mp_captures;
+static _Atomic int in_driver; /* threads between mp_ctx_driver_enter and _leave */
+
+bool mp_ctx_driver_enter(void)
+{
+    atomic_fetch_add(&in_driver, 1);
+    if (atomic_load(&mp_captures) == 0)
+        return true;
+    atomic_fetch_sub(&in_driver, 1);
+    return false;
+}
+
+void mp_ctx_driver_leave(void) { atomic_fetch_sub(&in_driver, 1); }
+
+void mp_ctx_capture_begin(void)
+{
+    /* Either a fence in flight sees the capture (and stands back), or the
+     * capture waits here until that fence's driver calls are done (both
+     * counters sequentially consistent). */
+    atomic_fetch_add(&mp_captures, 1);
+    while (atomic_load(&in_driver) != 0)
+        sched_yield();
+}
+
 static ctx_slot_t slots[MP_DEV_MAX];
 static _Atomic(mp_cu_context) slot_ctx[MP_DEV_MAX];
+/* Bumped when a slot's context is forgotten: a block made in an older
+ * generation of its slot belongs to a context that is gone. */
+static _Atomic uint64_t slot_gen[MP_DEV_MAX];
 static pthread_mutex_t claim_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
@@ -88,6 +117,57 @@ int mp_ctx_slot_of(mp_cu_context ctx)
     return -1;
 }
 
+/* Whether ctx is device d's primary context: the handle a retain answers,
+ * asked only while the primary context is active (the program holds a
+ * reference, so the retain creates nothing and the release resets nothing). */
+static bool is_primary(mp_cu_context ctx, int d)
+{
+    unsigned flags = 0;
+    int active = 0;
+    mp_cu_context p = NULL;
+    if (!mp_cuda.primary_get_state || !mp_cuda.primary_retain || !mp_cuda.primary_release
+        || mp_cuda.primary_get_state(d, &flags, &active) != MP_CUDA_SUCCESS || !active
+        || mp_cuda.primary_retain(&p, d) != MP_CUDA_SUCCESS)
+        return false;
+    mp_cuda.primary_release(d);
+    return p == ctx;
+}
+
+int mp_ctx_primary_slot(int dev)
+{
+    if (!mp_cuda.primary_get_state || !mp_cuda.primary_retain || !mp_cuda.primary_release)
+        return -2; /* no way to tell which context is primary */
+    for (int i = 0; i < MP_DEV_MAX; i++) {
+        if (mp_ctx_handle(i) == NULL)
+            continue;
+        pthread_mutex_lock(&slots[i].lock);
+        bool hit = slots[i].primary && slots[i].device == dev;
+        pthread_mutex_unlock(&slots[i].lock);
+        if (hit)
+            return i;
+    }
+    return -1;
+}
+
+uint32_t mp_ctx_slots_of_device(int dev)
+{
+    uint32_t set = 0;
+    for (int i = 0; i < MP_DEV_MAX; i++) {
+        if (mp_ctx_handle(i) == NULL)
+            continue;
+        pthread_mutex_lock(&slots[i].lock);
+        if (slots[i].device == dev)
+            set |= 1u << i;
+        pthread_mutex_unlock(&slots[i].lock);
+    }
+    return set;
+}
+
+uint64_t mp_ctx_gen(int slot)
+{
+    return slot >= 0 && slot < MP_DEV_MAX ? atomic_load_explicit(&slot_gen[slot], memory_order_acquire) : 0;
+}
+
 int mp_ctx_current_slot(int *dev)
 {
     pthread_once(&once, init);
@@ -102,6 +182,7 @@ int mp_ctx_current_slot(int *dev)
     int d = -1;
     if (mp_cuda.ctx_get_device(&d) != MP_CUDA_SUCCESS || d < 0)
         return -1;
+    bool primary = is_primary(ctx, d);
     pthread_mutex_lock(&claim_lock);
     slot = mp_ctx_slot_of(ctx);
     for (int i = 0; i < MP_DEV_MAX && slot < 0; i++)
@@ -109,6 +190,7 @@ int mp_ctx_current_slot(int *dev)
             slot = i;
             pthread_mutex_lock(&slots[i].lock);
             slots[i].device = d;
+            slots[i].primary = primary;
             pthread_mutex_unlock(&slots[i].lock);
             atomic_store_explicit(&slot_ctx[i], ctx, memory_order_release);
         }
@@ -152,6 +234,8 @@ void mp_ctx_forget(int slot)
     c->nspare = c->nstreams = c->nretired = 0;
     c->done_seq = c->born = c->seq;
     c->device = -1;
+    c->primary = false;
+    atomic_fetch_add_explicit(&slot_gen[slot], 1, memory_order_acq_rel);
     atomic_store_explicit(&slot_ctx[slot], NULL, memory_order_release);
     pthread_mutex_unlock(&c->lock);
     pthread_mutex_unlock(&claim_lock);
@@ -200,7 +284,7 @@ static void event_put_locked(ctx_slot_t *c, mp_cu_event ev, bool healthy)
         mp_cuda.event_destroy(ev);
 }
 
-mp_cu_event mp_ctx_event_get(int slot)
+mp_cu_event mp_ctx_event_get(int slot, uint64_t *epoch)
 {
     mp_cu_context ctx = mp_ctx_handle(slot);
     if (ctx == NULL)
@@ -213,17 +297,19 @@ mp_cu_event mp_ctx_event_get(int slot)
         ev = event_get_locked(c);
         pop_if_pushed(pushed);
     }
+    *epoch = c->born;
     pthread_mutex_unlock(&c->lock);
     return ev;
 }
 
-void mp_ctx_event_put(int slot, mp_cu_event ev)
+void mp_ctx_event_put(int slot, mp_cu_event ev, uint64_t epoch, bool healthy)
 {
     if (ev == NULL || mp_ctx_handle(slot) == NULL)
         return; /* its context is gone, and the event with it */
     ctx_slot_t *c = &slots[slot];
     pthread_mutex_lock(&c->lock);
-    event_put_locked(c, ev, true);
+    if (epoch == c->born) /* not an event of a context the slot served before */
+        event_put_locked(c, ev, healthy);
     pthread_mutex_unlock(&c->lock);
 }
 
@@ -332,7 +418,7 @@ bool mp_fence_record(mp_fence_t *f, uint32_t set)
 /* An event query's answer: 1 done, 0 not yet, -1 an error that proves
  * nothing (a capture the shim did not see, a bad handle).  Only a context
  * that no longer exists takes its work with it. */
-static int event_state(mp_cu_event ev, bool *healthy)
+int mp_ctx_event_state(mp_cu_event ev, bool *healthy)
 {
     mp_cu_result r = mp_cuda.event_query(ev);
     *healthy = r == MP_CUDA_SUCCESS || r == MP_CUDA_ERROR_NOT_READY;
@@ -352,7 +438,7 @@ static int retired_done_locked(ctx_slot_t *c, uint64_t upto, uint64_t *queries)
         }
         bool healthy;
         (*queries)++;
-        int st = event_state(c->retired[i].ev, &healthy);
+        int st = mp_ctx_event_state(c->retired[i].ev, &healthy);
         if (st <= 0)
             return st;
         event_put_locked(c, c->retired[i].ev, healthy);
@@ -380,7 +466,7 @@ bool mp_fence_done(mp_fence_t *f, uint64_t *queries, uint64_t *errors)
             e->ev = NULL; /* recorded in a context that is gone: so is the event */
         if (st == -2) {
             (*queries)++;
-            st = event_state(e->ev, &healthy);
+            st = mp_ctx_event_state(e->ev, &healthy);
         }
         if (st == 1 && c->nretired)
             st = retired_done_locked(c, e->retired, queries);
@@ -467,8 +553,12 @@ void mp_ctx_fork_child(void)
     /* The parent's contexts do not exist here: start from nothing (the
      * mapped arrays are leaked, not reused). */
     memset(slots, 0, sizeof(slots));
-    for (int i = 0; i < MP_DEV_MAX; i++)
+    atomic_store(&in_driver, 0);
+    atomic_store(&mp_captures, 0);
+    for (int i = 0; i < MP_DEV_MAX; i++) {
         atomic_store(&slot_ctx[i], NULL);
+        atomic_fetch_add(&slot_gen[i], 1); /* every block of the parent is an orphan here */
+    }
     pthread_mutex_init(&claim_lock, NULL);
     init();
 }

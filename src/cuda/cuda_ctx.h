@@ -41,6 +41,14 @@ typedef struct mp_fence {
 int mp_ctx_current_slot(int *dev);
 /* Slot of ctx if it has one, else -1 (never claims). */
 int mp_ctx_slot_of(mp_cu_context ctx);
+/* Slot of device dev's primary context, if the pools have met it; -1 if
+ * they have not, -2 if the driver cannot tell which context is primary. */
+int mp_ctx_primary_slot(int dev);
+/* The slots of device dev's contexts, as a bit set. */
+uint32_t mp_ctx_slots_of_device(int dev);
+/* The slot's generation: it changes when the slot's context is forgotten,
+ * so a block tagged with an older one belongs to a context that is gone. */
+uint64_t mp_ctx_gen(int slot);
 mp_cu_context mp_ctx_handle(int slot);
 /* Slots in use, as a bit set (for pinned blocks, fenced in every one). */
 uint32_t mp_ctx_slots_in_use(void);
@@ -62,9 +70,16 @@ bool mp_fence_done(mp_fence_t *f, uint64_t *queries, uint64_t *errors);
 void mp_fence_release(mp_fence_t *f);
 
 /* An event of the slot's context (for stream-ordered releases), or NULL;
- * put it back when its block is taken. */
-mp_cu_event mp_ctx_event_get(int slot);
-void mp_ctx_event_put(int slot, mp_cu_event ev);
+ * *epoch says which context the slot served then.  Put it back when its
+ * block is taken (it goes to the spare list only if the slot still serves
+ * that context and the event is healthy). */
+mp_cu_event mp_ctx_event_get(int slot, uint64_t *epoch);
+void mp_ctx_event_put(int slot, mp_cu_event ev, uint64_t epoch, bool healthy);
+/* An event query's answer: 1 done, 0 not yet, -1 an error that proves
+ * nothing (a capture the shim did not see, a bad handle); *healthy false
+ * if the event answered with an error (never reuse it).  Only a context
+ * that no longer exists takes its work with it (done). */
+int mp_ctx_event_state(mp_cu_event ev, bool *healthy);
 
 /* Stream hooks.  Only drivers without cuCtxRecordEvent need to know the
  * streams: non-blocking ones are not ordered by the legacy stream, and a
@@ -74,6 +89,18 @@ void mp_ctx_stream_created(mp_cu_stream s, unsigned flags);
 void mp_ctx_stream_destroying(mp_cu_stream s);
 /* Whether fences cover a whole context with one event. */
 bool mp_ctx_whole_context_fences(void);
+
+/* Streams being captured into a graph, all threads (kept by the capture
+ * hooks): while non-zero no event is recorded or queried and allocations
+ * pass through. */
+extern _Atomic int mp_captures;
+/* Around every event and stream call the pools make: false (make none) if
+ * a capture is active.  mp_ctx_capture_begin counts a capture before the
+ * real begin and waits for the calls already in flight, so no pool call
+ * ever lands inside a capture that began in another thread. */
+bool mp_ctx_driver_enter(void);
+void mp_ctx_driver_leave(void);
+void mp_ctx_capture_begin(void);
 
 /* In a forked child: no context of the parent exists here. */
 void mp_ctx_fork_child(void);

@@ -85,6 +85,7 @@ static void load(void)
         OPT(device_count, "cuDeviceGetCount"),
         OPT(device_get, "cuDeviceGet"),
         OPT(primary_retain, "cuDevicePrimaryCtxRetain"),
+        OPT(primary_release, "cuDevicePrimaryCtxRelease"),
         OPT(mem_get_info, "cuMemGetInfo"),
         OPT(memset_async, "cuMemsetD8Async"),
         OPT(host_register, "cuMemHostRegister"),

@@ -30,6 +30,7 @@ typedef struct mp_cuda {
     mp_cu_result (*device_count)(int *);
     mp_cu_result (*device_get)(int *, int);
     mp_cu_result (*primary_retain)(mp_cu_context *, int);
+    mp_cu_result (*primary_release)(int);
     mp_cu_result (*primary_get_state)(int, unsigned *, int *);
     mp_cu_result (*mem_get_info)(size_t *, size_t *);
     mp_cu_result (*memset_async)(mp_cu_ptr, unsigned char, size_t, mp_cu_stream);

@@ -109,11 +109,12 @@ mp_cu_result mp_cuda_mem_get_info(size_t *free_bytes, size_t *total)
     mp_cu_result (*real)(size_t *, size_t *);
     if (!real_fn(MP_HOOK_cuMemGetInfo_v2, &real))
         return MP_CUDA_ERROR_NOT_INITIALIZED;
+    if (free_bytes == NULL || total == NULL)
+        return real(free_bytes, total); /* the driver's own answer to a bad argument */
     size_t t = 0;
     mp_cu_result rc = real(free_bytes, &t);
-    if (total)
-        *total = t;
-    if (rc == MP_CUDA_SUCCESS && free_bytes && mp_opt(MP_OPT_DEVICE_MEMINFO) == 0) {
+    *total = t;
+    if (rc == MP_CUDA_SUCCESS && mp_opt(MP_OPT_DEVICE_MEMINFO) == 0) {
         int dev = mp_cuda.loaded ? mp_device_of_context(NULL) : -1;
         size_t cached = dev >= 0 ? mp_device_cached_on(dev) : 0;
         *free_bytes = t && *free_bytes + cached > t ? t : *free_bytes + cached;
@@ -179,7 +180,7 @@ int mp_cuda_free_async_ours(mp_cu_ptr p) { return p != 0 ? mp_device_free(p) : 0
  * races a capture starting in another thread, and down again if the begin
  * failed; a capture ends with cuStreamEndCapture's success or with the
  * errors that still end it (invalidated, unjoined). */
-void mp_cuda_capture_begin(void) { atomic_fetch_add(&mp_captures, 1); }
+void mp_cuda_capture_begin(void) { mp_ctx_capture_begin(); }
 
 static void capture_done(void)
 {
@@ -210,13 +211,18 @@ mp_cu_result mp_cuda_stream_created(mp_cu_result rc, mp_cu_stream *s, unsigned f
     return rc;
 }
 
-void mp_cuda_stream_destroying(mp_cu_stream s) { mp_ctx_stream_destroying(s); }
+void mp_cuda_stream_destroying(mp_cu_stream s)
+{
+    mp_ctx_stream_destroying(s);
+    mp_device_stream_destroyed(s);
+}
 
 /* Resets free the device's memory behind our back: forget the pools, after
  * the real call (which waits for the device). */
 mp_cu_result mp_cuda_primary_reset(mp_cu_result rc, int dev)
 {
-    mp_device_drop(dev);
+    if (rc == MP_CUDA_SUCCESS)
+        mp_device_drop(dev);
     return rc;
 }
 

@@ -24,10 +24,6 @@ typedef struct mp_device_stats {
     int64_t segments, segments_peak; /* driver allocations held */
 } mp_device_stats_t;
 
-/* Streams being captured into a graph, all threads (kept by the capture
- * hooks in cuda_intercept.c): while non-zero no event is recorded or
- * queried and allocations pass through. */
-extern _Atomic int mp_captures;
 
 /* Size class of a device request: index, and the class size in *class_size
  * (512 B, then 4, 2 or 1 classes per doubling: MEMPOOL_DEVICE_SIZE_CLASSES;
@@ -73,11 +69,15 @@ typedef struct mp_dev_class_stats {
 /* Pool index: a device ordinal, or MP_DEV_MAX + flags for a pinned pool.
  * Copies MP_DEV_CLASSES rows. */
 void mp_pool_class_stats(int pool, mp_dev_class_stats_t out[MP_DEV_CLASSES]);
-/* The device's memory is gone (context reset or destroyed): forget its
- * cached and live blocks without freeing them. */
+/* Device dev's primary context was reset (or released for the last time):
+ * its memory is gone, so its pool and its blocks in the other pools are
+ * forgotten without being freed. */
 void mp_device_drop(int dev);
-/* cuCtxDestroy: forget that context's pool only. */
+/* cuCtxDestroy: the same for that context. */
 void mp_device_drop_context(mp_cu_context ctx);
+/* cuStreamDestroy: a later stream may get the same handle, so blocks
+ * released on s are no longer reused on a stream of that handle at once. */
+void mp_device_stream_destroyed(mp_cu_stream s);
 /* An allocation the pools do not serve ran out of memory: free the
  * cached blocks of the current device (pinned: of the pinned pools) so
  * that the caller can retry once.  Returns bytes given back. */

@@ -42,10 +42,13 @@ typedef struct dblock {
     bool exported;  /* IPC handle taken: never reused */
     bool dirty;     /* zero-on-release block not zeroed yet (released during a capture) */
     segment_t *seg; /* packed: the segment it was carved from */
-    bool cached;    /* in the pool (not the program's): a free of it is a second free */
+    uint8_t state;  /* MP_BLK_*: a free of a block not live is a second free */
+    int ctx_slot;     /* the context its memory belongs to (cuda_ctx.c slot) ... */
+    uint64_t ctx_gen; /* ... in this generation of the slot: else an orphan */
     mp_cu_stream stream; /* released on this stream (stream-ordered release) */
     mp_cu_event ev;      /* ... after this event: reusable by other streams once done */
     int ev_slot;         /* the context slot the event belongs to */
+    uint64_t ev_epoch;   /* ... and which context that slot served then */
     struct dblock *next;  /* the pool's lists */
     struct dblock *hnext; /* the block table's chain */
 } dblock_t;
@@ -79,6 +82,11 @@ typedef struct dev_pool {
     uint64_t cache_limit, max_blocks; /* 0: none */
     dblock_t *streamq[MP_DEV_CLASSES]; /* released on a stream, event recorded */
 } dev_pool_t;
+
+enum { MP_BLK_LIVE, MP_BLK_CACHED, MP_BLK_FREEING /* taken from the table, on its way to the pool */ };
+
+/* A block whose context is gone (reset, destroyed): its memory with it. */
+static inline bool mp_dp_orphan(const dblock_t *b) { return mp_ctx_gen(b->ctx_slot) != b->ctx_gen; }
 
 /* Context pools 0..MP_DEV_MAX-1 (pool i serves context slot i), then
  * one pinned pool per flag combination (portable, mapped, write-combined
@@ -119,7 +127,11 @@ void mp_dp_table_mark_live(dblock_t *b);
 void mp_dp_table_remove(dblock_t *b);
 int mp_dp_table_take(mp_cu_ptr p, dblock_t **out);
 void mp_dp_table_untake(dblock_t *b);
-/* Forget every record of the pools marked gone (their memory is gone). */
+/* A taken block joins its pool's lists (pool locked). */
+void mp_dp_table_cache(dblock_t *b);
+/* Free the records of orphan blocks no list or thread holds (cached ones:
+ * the pools have pruned them from their lists; live ones stay until the
+ * program frees them) and the segments of the pools marked gone. */
 void mp_dp_books_forget(const bool gone[MP_NPOOLS]);
 void mp_dp_books_fork_child(void);
 segment_t *mp_dp_seg_new(mp_cu_ptr base, size_t size, size_t block, int pool);
@@ -156,7 +168,9 @@ void mp_dp_trim_finish(dev_pool_t *pl, trim_goal_t *g);
 int mp_dp_current_pool(void);
 mp_cu_result mp_dp_pool_alloc(dev_pool_t *pl, int idx, mp_cu_ptr *out, size_t size, mp_cu_stream s,
                               bool async);
-void mp_dp_pool_put(dev_pool_t *pl, dblock_t *b, mp_cu_stream s, bool async);
+/* Take back a block (marked in transit by mp_dp_table_take): false if it
+ * was an orphan (its record freed; the caller forwards the pointer). */
+bool mp_dp_pool_put(dev_pool_t *pl, dblock_t *b, mp_cu_stream s, bool async);
 
 /* ---- dpool_lifecycle.c ------------------------------------------------ */
 void mp_dp_copy_stats(dev_pool_t *pl, mp_device_stats_t *out);

@@ -117,10 +117,25 @@ static dblock_t *pop_stream(dev_pool_t *pl, int cls, size_t csize, mp_cu_stream 
         dblock_t *b = *pp;
         if (pl->exact && b->size != csize)
             continue;
-        if (same_stream ? b->stream != s : mp_cuda.event_query(b->ev) == MP_CUDA_ERROR_NOT_READY)
-            continue;
+        bool healthy = true;
+        /* The same stream orders the reuse after the release; any other
+         * needs the release's event done (an error proves nothing). */
+        if (same_stream) {
+            /* Only a real stream handle names one stream: NULL and the
+             * legacy handle mean each context's legacy stream, the
+             * per-thread handle each thread's own. */
+            if (b->stream != s || (uintptr_t)s <= 2) /* NULL, CU_STREAM_LEGACY, CU_STREAM_PER_THREAD */
+                continue;
+        } else {
+            if (!mp_ctx_driver_enter())
+                return NULL; /* a capture began: no query now */
+            int st = mp_ctx_event_state(b->ev, &healthy);
+            mp_ctx_driver_leave();
+            if (st != 1)
+                continue;
+        }
         *pp = b->next;
-        mp_ctx_event_put(b->ev_slot, b->ev);
+        mp_ctx_event_put(b->ev_slot, b->ev, b->ev_epoch, healthy);
         b->ev = NULL;
         b->stream = NULL;
         return b;
@@ -209,12 +224,17 @@ mp_cu_result mp_dp_pool_alloc(dev_pool_t *pl, int idx, mp_cu_ptr *out, size_t si
     size_t stride = (csize + 255) & ~(size_t)255;
     bool packed = !pl->pinned && !pl->api && cls >= 0 && csize <= mp_opt(MP_OPT_DEVICE_PACK_MAX_SIZE)
                   && stride * 2 <= seg_size;
-    bool quiet = atomic_load_explicit(&mp_captures, memory_order_acquire) != 0;
     bool hit = false;
     uint64_t wait_ns = 0;
     dblock_t *b = NULL;
+    /* The context a new block's memory belongs to, and its generation now:
+     * if the context goes while we allocate, the block is an orphan. */
+    int dev, tag_slot = idx < MP_DEV_MAX ? idx : mp_ctx_current_slot(&dev);
+    uint64_t tag_gen = mp_ctx_gen(tag_slot);
     mp_timeline_tick();
     pthread_mutex_lock(&pl->lock);
+    /* Read under the lock: a capture that began before is seen. */
+    bool quiet = atomic_load_explicit(&mp_captures, memory_order_acquire) != 0;
     pl->st.requests++;
     pl->st.req_bytes += size;
     if (cls >= 0) {
@@ -222,6 +242,7 @@ mp_cu_result mp_dp_pool_alloc(dev_pool_t *pl, int idx, mp_cu_ptr *out, size_t si
         b = take_cached(pl, idx, cls, csize, s, async, quiet);
         if (b) {
             hit = true;
+            mp_dp_table_mark_live(b); /* under the pool lock: see mp_dp_table_mark_live */
             pl->cls[cls].hits++;
             pl->st.hits++;
             pl->st.hit_bytes += b->size;
@@ -253,6 +274,10 @@ mp_cu_result mp_dp_pool_alloc(dev_pool_t *pl, int idx, mp_cu_ptr *out, size_t si
             pthread_mutex_unlock(&pl->lock);
             mp_dp_trim_finish(pl, &g);
             r = mp_dp_raw_alloc(pl, &p, want);
+            /* cuMemGetInfo counts every pool's cache of the device as free:
+             * so does an allocation that still runs out. */
+            if (r == MP_CUDA_ERROR_OUT_OF_MEMORY && mp_device_release_for_oom(pl->pinned) > 0)
+                r = mp_dp_raw_alloc(pl, &p, want);
         }
         wait_ns = mp_dp_now_ns() - t0;
         pthread_mutex_lock(&pl->lock);
@@ -272,6 +297,11 @@ mp_cu_result mp_dp_pool_alloc(dev_pool_t *pl, int idx, mp_cu_ptr *out, size_t si
                 sg->carve_next = pl->carving[cls];
                 pl->carving[cls] = sg;
                 b = carve(pl, cls, idx);
+                if (b == NULL) { /* no record: the segment goes with its memory */
+                    pl->carving[cls] = sg->carve_next;
+                    mp_dp_seg_unhash(sg);
+                    mp_dp_seg_free(sg);
+                }
             }
         } else {
             b = mp_dp_rec_new();
@@ -308,10 +338,11 @@ mp_cu_result mp_dp_pool_alloc(dev_pool_t *pl, int idx, mp_cu_ptr *out, size_t si
         memset((void *)(uintptr_t)b->ptr, 0, b->size);
     b->req = size;
     b->exported = false;
-    if (hit)
-        mp_dp_table_mark_live(b);
-    else
+    if (!hit) {
+        b->ctx_slot = tag_slot;
+        b->ctx_gen = tag_gen;
         mp_dp_table_add(b);
+    }
     *out = b->ptr;
     if (!hit && mp_callsite_device_on()) /* a miss: where from, and how long it waited */
         mp_callsite_record(pl->pinned ? MP_SITE_PINNED : MP_SITE_DEVICE, size, b->size, wait_ns);
@@ -392,12 +423,26 @@ static void sync_context_of(int pool)
 /* Take back block b (marked cached in the table) into its pool: cached
  * for reuse behind a fence, or freed when unpooled, exported or over a
  * limit. */
-void mp_dp_pool_put(dev_pool_t *pl, dblock_t *b, mp_cu_stream s, bool async)
+bool mp_dp_pool_put(dev_pool_t *pl, dblock_t *b, mp_cu_stream s, bool async)
 {
     trim_goal_t g = {0, 0, false, 0, NULL, NULL};
     mp_timeline_tick();
-    bool quiet = atomic_load_explicit(&mp_captures, memory_order_acquire) != 0;
     pthread_mutex_lock(&pl->lock);
+    if (mp_unlikely(mp_dp_orphan(b))) {
+        /* Its context is gone, and the memory with it: the record goes, the
+         * pointer to the driver (which reports it, as without the shim).  A
+         * context pool was emptied whole when its context went; the other
+         * pools still count the block. */
+        if (b->pool >= MP_DEV_MAX)
+            pl->st.in_use -= (int64_t)b->size;
+        pthread_mutex_unlock(&pl->lock);
+        mp_dp_table_remove(b);
+        mp_dp_rec_free(b);
+        return false;
+    }
+    /* No driver call while a capture is active, nor once one has begun
+     * (mp_ctx_driver_enter; left at the end). */
+    bool quiet = !mp_ctx_driver_enter();
     pl->st.releases++;
     if (b->cls >= 0)
         pl->cls[b->cls].releases++;
@@ -410,10 +455,12 @@ void mp_dp_pool_put(dev_pool_t *pl, dblock_t *b, mp_cu_stream s, bool async)
         pl->st.reserved -= (int64_t)b->size;
         pl->st.segments--;
         pthread_mutex_unlock(&pl->lock);
+        if (!quiet)
+            mp_ctx_driver_leave();
         mp_dp_table_remove(b);
         mp_dp_raw_free(pl, b->ptr, b->size);
         mp_dp_rec_free(b);
-        return;
+        return true;
     }
     /* Zero-on-release device blocks: a memset in stream order after the
      * program's work, covered by the fence (during a capture: later, in
@@ -424,8 +471,9 @@ void mp_dp_pool_put(dev_pool_t *pl, dblock_t *b, mp_cu_stream s, bool async)
     }
     mp_cu_event ev = NULL;
     int dev, slot = -1;
+    uint64_t epoch = 0;
     if (async && !quiet && !b->dirty && (slot = mp_ctx_current_slot(&dev)) >= 0
-        && (ev = mp_ctx_event_get(slot)) != NULL && mp_cuda.event_record(ev, s) != MP_CUDA_SUCCESS) {
+        && (ev = mp_ctx_event_get(slot, &epoch)) != NULL && mp_cuda.event_record(ev, s) != MP_CUDA_SUCCESS) {
         mp_cuda.event_destroy(ev); /* a failed event is not reused */
         ev = NULL;
     }
@@ -433,6 +481,7 @@ void mp_dp_pool_put(dev_pool_t *pl, dblock_t *b, mp_cu_stream s, bool async)
         b->stream = s;
         b->ev = ev;
         b->ev_slot = slot;
+        b->ev_epoch = epoch;
         b->next = pl->streamq[b->cls];
         pl->streamq[b->cls] = b;
     } else if (mp_opt(MP_OPT_DEVICE_FENCES) == 1 && !b->dirty) { /* none: the program vouches */
@@ -444,6 +493,7 @@ void mp_dp_pool_put(dev_pool_t *pl, dblock_t *b, mp_cu_stream s, bool async)
         pl->pending_n++;
         pl->pending_bytes += b->size;
     }
+    mp_dp_table_cache(b);
     pl->st.cached += (int64_t)b->size;
     pl->st.cached_blocks++;
     /* No driver call while a graph is being captured: trim later. */
@@ -460,7 +510,10 @@ void mp_dp_pool_put(dev_pool_t *pl, dblock_t *b, mp_cu_stream s, bool async)
         }
     }
     pthread_mutex_unlock(&pl->lock);
+    if (!quiet)
+        mp_ctx_driver_leave();
     mp_dp_trim_finish(pl, &g); /* the free functions wait for the device */
+    return true;
 }
 
 /* Take back a block of the wanted kind: 1 done, 0 not ours, -1 refused (a
@@ -485,8 +538,7 @@ static int pool_free(mp_cu_ptr p, bool pinned)
     }
     if (mp_unlikely(mp_opt(MP_OPT_DEVICE_FREE_SYNC)) && !pinned)
         sync_context_of(b->pool);
-    mp_dp_pool_put(pl, b, NULL, false);
-    return 1;
+    return mp_dp_pool_put(pl, b, NULL, false) ? 1 : 0; /* an orphan goes to the driver */
 }
 
 int mp_device_free(mp_cu_ptr p) { return p == 0 ? 1 : pool_free(p, false); }

@@ -23,7 +23,6 @@ static pthread_mutex_t seg_lock = PTHREAD_MUTEX_INITIALIZER;
 static segment_t *segs[SEG_BUCKETS];
 static pthread_mutex_t slab_lock = PTHREAD_MUTEX_INITIALIZER;
 pthread_once_t mp_dp_once = PTHREAD_ONCE_INIT;
-_Atomic int mp_captures;
 
 _Atomic bool mp_dp_inited;
 
@@ -158,24 +157,33 @@ static dblock_t *table_find_locked(mp_cu_ptr p)
 void mp_dp_table_add(dblock_t *b)
 {
     unsigned h = live_hash(b->ptr);
-    b->cached = false;
+    b->state = MP_BLK_LIVE;
     pthread_mutex_lock(&live_lock);
     b->hnext = live[h];
     live[h] = b;
     pthread_mutex_unlock(&live_lock);
 }
 
-/* A cached block is handed out again. */
+/* A cached block is handed out again (its pool locked: a block leaves a
+ * list and becomes live in one step, so a context drop never frees a
+ * record another thread is handing out). */
 void mp_dp_table_mark_live(dblock_t *b)
 {
     pthread_mutex_lock(&live_lock);
-    bool was_live = !b->cached;
-    b->cached = false;
+    bool was_live = b->state != MP_BLK_CACHED;
+    b->state = MP_BLK_LIVE;
     pthread_mutex_unlock(&live_lock);
     if (mp_unlikely(mp_debug_on) && was_live)
         mp_debug_finding(MP_DEBUG_DEVICE_DOUBLE_HANDOUT, "it is handed out anyway",
                          "%s block 0x%llx (%zu bytes) handed out while it is still live",
                          mp_dpools[b->pool].pinned ? "pinned" : "device", (unsigned long long)b->ptr, b->size);
+}
+
+void mp_dp_table_cache(dblock_t *b)
+{
+    pthread_mutex_lock(&live_lock);
+    b->state = MP_BLK_CACHED;
+    pthread_mutex_unlock(&live_lock);
 }
 
 /* The block goes back to the driver: out of the table. */
@@ -192,15 +200,16 @@ void mp_dp_table_remove(dblock_t *b)
     b->hnext = NULL;
 }
 
-/* A free of p: the handed-out block, now marked cached (1); 0 and NULL if
- * the shim never made p; -1 and NULL if the pool already holds it. */
+/* A free of p: the handed-out block, now on its way to the pool (1); 0 and
+ * NULL if the shim never made p; -1 and NULL if it is not live (cached, or
+ * being freed by another thread: a second free). */
 int mp_dp_table_take(mp_cu_ptr p, dblock_t **out)
 {
     pthread_mutex_lock(&live_lock);
     dblock_t *b = table_find_locked(p);
-    int r = b == NULL ? 0 : b->cached ? -1 : 1;
+    int r = b == NULL ? 0 : b->state != MP_BLK_LIVE ? -1 : 1;
     if (r > 0)
-        b->cached = true;
+        b->state = MP_BLK_FREEING;
     pthread_mutex_unlock(&live_lock);
     *out = r > 0 ? b : NULL;
     return r;
@@ -210,15 +219,16 @@ int mp_dp_table_take(mp_cu_ptr p, dblock_t **out)
 void mp_dp_table_untake(dblock_t *b)
 {
     pthread_mutex_lock(&live_lock);
-    b->cached = false;
+    b->state = MP_BLK_LIVE;
     pthread_mutex_unlock(&live_lock);
 }
 
-/* A handed-out block starting at p (live_lock held), or NULL. */
+/* A handed-out block starting at p whose context still exists (live_lock
+ * held), or NULL. */
 static dblock_t *live_find(mp_cu_ptr p)
 {
     dblock_t *b = table_find_locked(p);
-    return b && !b->cached ? b : NULL;
+    return b && b->state == MP_BLK_LIVE && !mp_dp_orphan(b) ? b : NULL;
 }
 
 static unsigned seg_hash(mp_cu_ptr base) { return (unsigned)((base >> 16) * 2654435761u) % SEG_BUCKETS; }
@@ -326,13 +336,15 @@ void mp_dp_seg_free(segment_t *sg) { slab_put(&free_segs, sg); }
 
 void mp_dp_books_forget(const bool gone[MP_NPOOLS])
 {
-    /* Live blocks are invalid now: a later free of one goes to the driver,
-     * which reports it. */
+    /* Cached orphans are in no list now (their pools pruned them under
+     * their locks): their records go.  Live and in-flight orphans stay in
+     * the table until the program frees them (then forwarded to the
+     * driver, which reports the stale pointer). */
     pthread_mutex_lock(&live_lock);
     for (unsigned h = 0; h < LIVE_BUCKETS; h++) {
         dblock_t **pp = &live[h];
         while (*pp) {
-            if (gone[(*pp)->pool]) {
+            if ((*pp)->state == MP_BLK_CACHED && mp_dp_orphan(*pp)) {
                 dblock_t *b = *pp;
                 *pp = b->hnext;
                 mp_dp_rec_free(b);
@@ -367,7 +379,6 @@ void mp_dp_books_fork_child(void)
     memset(mp_dpools, 0, sizeof(mp_dpools));
     memset(live, 0, sizeof(live));
     memset(segs, 0, sizeof(segs));
-    atomic_store(&mp_captures, 0);
     free_batches = free_recs = free_segs = NULL;
     pthread_mutex_init(&live_lock, NULL);
     pthread_mutex_init(&slab_lock, NULL);

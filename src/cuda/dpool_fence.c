@@ -12,6 +12,8 @@
  * first, stopping at the first not done; never waits. */
 void mp_dp_collect(dev_pool_t *pl)
 {
+    if (!mp_ctx_driver_enter())
+        return; /* a capture began: no query now */
     while (pl->fenced) {
         batch_t *f = pl->fenced;
         uint64_t queries = 0, errors = 0;
@@ -20,7 +22,7 @@ void mp_dp_collect(dev_pool_t *pl)
         pl->st.fence_errors += errors;
         if (!done) {
             pl->st.fences_pending++;
-            return;
+            break;
         }
         pl->st.fences_completed++;
         while (f->blocks) {
@@ -48,6 +50,7 @@ void mp_dp_collect(dev_pool_t *pl)
             pl->fenced_tail = NULL;
         mp_dp_batch_free(f);
     }
+    mp_ctx_driver_leave();
 }
 
 /* The contexts whose work may touch the pool's blocks: a device pool's
@@ -86,7 +89,12 @@ void mp_dp_fence_pending(dev_pool_t *pl, int idx)
     if (f == NULL)
         return;
     mp_fence_init(&f->fence);
-    if (!mp_fence_record(&f->fence, pool_slots(pl, idx))) {
+    bool recorded = false;
+    if (mp_ctx_driver_enter()) {
+        recorded = mp_fence_record(&f->fence, pool_slots(pl, idx));
+        mp_ctx_driver_leave();
+    }
+    if (!recorded) {
         pl->st.fence_errors++; /* no fence possible now: keep the blocks pending */
         mp_dp_batch_free(f);
         return;

@@ -65,52 +65,138 @@ static void forget_pool(dev_pool_t *pl)
     pl->st.drops++;
 }
 
-/* Forget the pools whose slot matches (ctx, or every context of device
- * dev when ctx is NULL), their segments and live blocks; pinned pools too,
- * since pinned blocks may belong to the gone context (a leak at worst,
- * never a block that no longer exists). */
-static void drop(int dev, mp_cu_context ctx)
+/* Take the orphans (blocks of a context that is gone) out of chain b
+ * (pool locked): their records go with the block table's scan.  Returns
+ * the blocks that stay. */
+static dblock_t *prune_chain(dev_pool_t *pl, dblock_t *b, bool pending)
+{
+    dblock_t *keep = NULL, **tail = &keep;
+    for (dblock_t *next; b; b = next) {
+        next = b->next;
+        if (!mp_dp_orphan(b)) {
+            *tail = b;
+            tail = &b->next;
+            continue;
+        }
+        pl->st.cached -= (int64_t)b->size;
+        pl->st.cached_blocks--;
+        pl->st.reserved -= (int64_t)b->size; /* pinned and API blocks are never packed */
+        pl->st.segments--;
+        if (pending) {
+            pl->pending_n--;
+            pl->pending_bytes -= b->size;
+        }
+        if (b->ev) {
+            mp_ctx_event_put(b->ev_slot, b->ev, b->ev_epoch, true);
+            b->ev = NULL;
+        }
+    }
+    *tail = NULL;
+    return keep;
+}
+
+/* A pool that serves several contexts (pinned pools, the API's pools):
+ * drop the blocks of the contexts that are gone (pool locked). */
+static void prune_pool(dev_pool_t *pl)
+{
+    pl->pending = prune_chain(pl, pl->pending, true);
+    batch_t *prev = NULL;
+    for (batch_t *f = pl->fenced, *next; f; f = next) {
+        next = f->next;
+        f->blocks = prune_chain(pl, f->blocks, false);
+        if (f->blocks) {
+            prev = f;
+            continue;
+        }
+        if (prev)
+            prev->next = next;
+        else
+            pl->fenced = next;
+        if (pl->fenced_tail == f)
+            pl->fenced_tail = prev;
+        mp_fence_release(&f->fence);
+        mp_dp_batch_free(f);
+    }
+    for (int c = 0; c < MP_DEV_CLASSES; c++) {
+        pl->ready[c] = prune_chain(pl, pl->ready[c], false);
+        pl->streamq[c] = prune_chain(pl, pl->streamq[c], false);
+    }
+}
+
+/* The contexts of the slots in `set` are gone (reset, destroyed): their
+ * memory went with them.  Their context pools are emptied, every other
+ * pool loses the blocks of those contexts, and the records no thread holds
+ * go; a block the program still holds stays known until it is freed (then
+ * forwarded to the driver, which reports it).  Safe against threads that
+ * allocate and free meanwhile: a block leaves a list and becomes live
+ * under its pool's lock, and a free checks the block's context generation
+ * under that lock too. */
+static void drop_slots(uint32_t set)
 {
     pthread_once(&mp_dp_once, mp_dp_init);
     bool gone[MP_NPOOLS] = {false};
     pthread_mutex_lock(&mp_dp_claim_lock);
-    for (int i = 0; i < MP_NPOOLS; i++) {
-        dev_pool_t *pl = &mp_dpools[i];
-        pthread_mutex_lock(&pl->lock);
-        if (pl->api) { /* its context, or every pool of the device */
-            gone[i] = ctx ? pl->ctx == ctx : pl->ordinal == dev;
-        } else if (i >= MP_DEV_MAX) {
-            gone[i] = i < MP_API_BASE;
-        } else {
-            mp_cu_context c = mp_ctx_handle(i);
-            gone[i] = c != NULL && (ctx ? c == ctx : pl->ordinal == dev);
-            if (gone[i]) { /* the slot may serve a new context */
-                mp_ctx_forget(i);
-                atomic_store(&mp_dp_pool_owner[i], NULL);
-            }
+    for (int i = 0; i < MP_DEV_MAX; i++)
+        if ((set & (1u << i)) && mp_ctx_handle(i) != NULL) {
+            gone[i] = true;
+            pthread_mutex_lock(&mp_dpools[i].lock); /* in index order; no other path holds two */
         }
-        pthread_mutex_unlock(&pl->lock);
-    }
-    for (int i = 0; i < MP_NPOOLS; i++)
-        if (gone[i]) { /* after every gone context is forgotten: no dead event is kept */
-            pthread_mutex_lock(&mp_dpools[i].lock);
+    for (int i = 0; i < MP_DEV_MAX; i++)
+        if (gone[i]) { /* first every slot: then no dead event is put back */
+            mp_ctx_forget(i);
+            atomic_store(&mp_dp_pool_owner[i], NULL);
+        }
+    for (int i = 0; i < MP_DEV_MAX; i++)
+        if (gone[i]) {
             forget_pool(&mp_dpools[i]);
             pthread_mutex_unlock(&mp_dpools[i].lock);
         }
+    for (int i = MP_DEV_MAX; i < MP_NPOOLS; i++) {
+        pthread_mutex_lock(&mp_dpools[i].lock);
+        prune_pool(&mp_dpools[i]);
+        pthread_mutex_unlock(&mp_dpools[i].lock);
+    }
     pthread_mutex_unlock(&mp_dp_claim_lock);
     mp_dp_books_forget(gone);
 }
 
+/* A reset (or the last release) of device dev's primary context: that
+ * context only (none if the pools never served it); every context of the
+ * device if the driver cannot tell which is primary (a leak of the others'
+ * cache at worst). */
 void mp_device_drop(int dev)
 {
-    if (dev >= 0 && dev < MP_DEV_MAX)
-        drop(dev, NULL);
+    if (dev < 0 || dev >= MP_DEV_MAX)
+        return;
+    int slot = mp_ctx_primary_slot(dev);
+    if (slot >= 0)
+        drop_slots(1u << slot);
+    else if (slot == -2)
+        drop_slots(mp_ctx_slots_of_device(dev));
 }
 
 void mp_device_drop_context(mp_cu_context ctx)
 {
-    if (ctx != NULL)
-        drop(-1, ctx);
+    int slot = mp_ctx_slot_of(ctx);
+    if (slot >= 0)
+        drop_slots(1u << slot);
+}
+
+void mp_device_stream_destroyed(mp_cu_stream s)
+{
+    if (s == NULL || !atomic_load_explicit(&mp_dp_inited, memory_order_acquire))
+        return;
+    /* A later stream may get the same handle: blocks released on this one
+     * are reused only after their event from now on. */
+    for (int i = 0; i < MP_NPOOLS; i++) {
+        dev_pool_t *pl = &mp_dpools[i];
+        pthread_mutex_lock(&pl->lock);
+        for (int c = 0; c < MP_DEV_CLASSES; c++)
+            for (dblock_t *b = pl->streamq[c]; b; b = b->next)
+                if (b->stream == s)
+                    b->stream = NULL;
+        pthread_mutex_unlock(&pl->lock);
+    }
 }
 
 void mp_device_totals(int64_t out[4])

@@ -71,7 +71,7 @@ static dblock_t *release_chain(dev_pool_t *pl, dblock_t *b, trim_goal_t *g, bool
             pl->pending_bytes -= b->size;
         }
         if (b->ev) {
-            mp_ctx_event_put(b->ev_slot, b->ev);
+            mp_ctx_event_put(b->ev_slot, b->ev, b->ev_epoch, true);
             b->ev = NULL;
         }
         mp_dp_table_remove(b);

@@ -9,7 +9,12 @@
  * - a trim waiting in the driver's free holds no pool lock;
  * - an allocation the pools do not serve gets the cache back on OOM;
  * - cuMemGetInfo counts the cache as free (raw numbers on request);
- * - a destroyed stream's queued work is still waited for.
+ * - a destroyed stream's queued work is still waited for;
+ * and what a review found: a primary reset leaves created contexts' pools
+ * alone, a context destroyed while other threads use pinned memory never
+ * hands a block out twice, the per-thread stream handle is no "same
+ * stream", an allocation that runs out gets every pool's cache of the
+ * device back (the cache cuMemGetInfo counts as free).
  */
 #include <cuda.h>
 #include <dlfcn.h>
@@ -31,6 +36,9 @@ static struct {
     CUresult (*stream_destroy)(CUstream);
     CUresult (*launch)(CUstream, CUdeviceptr, int, size_t, unsigned);
     CUresult (*managed)(CUdeviceptr *, size_t, unsigned);
+    CUresult (*ctx_create)(CUcontext *, unsigned, CUdevice);
+    CUresult (*ctx_destroy)(CUcontext);
+    CUresult (*primary_reset)(CUdevice);
     CUresult (*mem_free)(CUdeviceptr);
     void (*counters)(fake_cuda_counters_t *);
     void (*set_capacity)(int, size_t);
@@ -57,6 +65,9 @@ static void start(void)
     *(void **)&fk.stream_destroy = fake(h, "cuStreamDestroy_v2");
     *(void **)&fk.launch = fake(h, "fakecuLaunchFill");
     *(void **)&fk.managed = fake(h, "cuMemAllocManaged");
+    *(void **)&fk.ctx_create = fake(h, "cuCtxCreate_v2");
+    *(void **)&fk.ctx_destroy = fake(h, "cuCtxDestroy_v2");
+    *(void **)&fk.primary_reset = fake(h, "cuDevicePrimaryCtxReset_v2");
     *(void **)&fk.mem_free = fake(h, "cuMemFree_v2");
     *(void **)&fk.counters = fake(h, "fakecuCounters");
     *(void **)&fk.set_capacity = fake(h, "fakecuSetCapacity");
@@ -269,6 +280,150 @@ START_TEST(destroyed_stream_work_is_waited_for)
 }
 END_TEST
 
+/* A reset of the primary context leaves a created context's pool alone:
+ * its cached blocks stay reusable, a free of its live block stays ours. */
+START_TEST(primary_reset_spares_created_contexts)
+{
+    setenv("MEMPOOL_DEVICE_FENCE_BATCH", "1", 1);
+    start();
+    CUdeviceptr p = 0, q = 0, r = 0;
+    ck_assert_int_eq(mp_device_alloc(&p, 4096), CUDA_SUCCESS); /* the primary context's pool */
+    CUcontext c;
+    ck_assert_int_eq(fk.ctx_create(&c, 0, 0), CUDA_SUCCESS); /* pushed: current */
+    ck_assert_int_eq(mp_device_alloc(&q, 4096), CUDA_SUCCESS);
+    ck_assert_int_eq(mp_device_alloc(&r, 4096), CUDA_SUCCESS);
+    ck_assert_int_eq(mp_device_free(r), 1);
+    ck_assert_int_eq(fk.primary_reset(0), CUDA_SUCCESS);
+    mp_device_drop(0); /* as the reset hook does */
+    ck_assert_int_eq(mp_device_free(q), 1);  /* still the created context's block */
+    CUdeviceptr again = 0;
+    ck_assert_int_eq(mp_device_alloc(&again, 4096), CUDA_SUCCESS);
+    ck_assert(again == q || again == r);     /* its cache survived */
+    ck_assert_int_eq(mp_device_free(p), 0);  /* the primary's block died with it: the driver's */
+    ck_assert_int_eq(fk.ctx_destroy(c), CUDA_SUCCESS);
+}
+END_TEST
+
+static _Atomic int stop_workers;
+static _Atomic unsigned long twice, failures;
+
+static void *pinned_worker(void *arg)
+{
+    CUcontext ctx = arg;
+    fk.set_current(ctx);
+    enum { HELD = 8 };
+    void *held[HELD] = {0};
+    unsigned seed = 1;
+    while (!atomic_load(&stop_workers)) {
+        int i = (int)(rand_r(&seed) % HELD);
+        if (held[i]) {
+            if (mp_pinned_free(held[i]) != 1)
+                atomic_fetch_add(&failures, 1);
+            held[i] = NULL;
+            continue;
+        }
+        void *p = NULL;
+        if (mp_pinned_alloc(&p, 4096, 0) != CUDA_SUCCESS) {
+            atomic_fetch_add(&failures, 1);
+            continue;
+        }
+        for (int j = 0; j < HELD; j++)
+            if (held[j] == p)
+                atomic_fetch_add(&twice, 1);
+        held[i] = p;
+    }
+    for (int i = 0; i < HELD; i++)
+        if (held[i])
+            mp_pinned_free(held[i]);
+    return NULL;
+}
+
+/* Contexts created and destroyed on device 1 while two threads churn
+ * pinned memory in device 0's primary context: no block is handed out
+ * while held, no free fails. */
+START_TEST(context_drop_races_pinned_users)
+{
+    setenv("MEMPOOL_DEVICE_FENCE_BATCH", "1", 1);
+    start();
+    CUcontext prim;
+    ck_assert_int_eq(fk.retain(&prim, 0), CUDA_SUCCESS);
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++)
+        pthread_create(&t[i], NULL, pinned_worker, prim);
+    for (int i = 0; i < 300; i++) {
+        CUcontext c;
+        ck_assert_int_eq(fk.ctx_create(&c, 0, 1), CUDA_SUCCESS);
+        void *p = NULL; /* a pinned block of the doomed context (a class the workers do not use:
+                         * a miss, made in that context, since earlier ones died with theirs) */
+        ck_assert_int_eq(mp_pinned_alloc(&p, 1 << 20, 0), CUDA_SUCCESS);
+        ck_assert_int_eq(fk.ctx_destroy(c), CUDA_SUCCESS);
+        mp_device_drop_context((mp_cu_context)c); /* as the destroy hook does */
+        ck_assert_int_eq(mp_pinned_free(p), 0); /* died with its context: the driver's */
+        fk.set_current(prim);
+    }
+    atomic_store(&stop_workers, 1);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    ck_assert_uint_eq(atomic_load(&twice), 0);
+    ck_assert_uint_eq(atomic_load(&failures), 0);
+}
+END_TEST
+
+/* Released on the per-thread stream by one thread: another thread's
+ * per-thread stream is another stream, so the block needs its event. */
+static mp_cu_ptr released_block;
+
+static void *acquire_per_thread(void *arg)
+{
+    int *idx = arg;
+    CUcontext ctx;
+    fk.retain(&ctx, 0);
+    fk.set_current(ctx);
+    mp_cu_ptr p = 0;
+    ck_assert_int_eq(mp_dpool_alloc(*idx, &p, 4096, (mp_cu_stream)CU_STREAM_PER_THREAD, true), CUDA_SUCCESS);
+    ck_assert_uint_ne(p, released_block);
+    return NULL;
+}
+
+START_TEST(per_thread_stream_is_no_same_stream)
+{
+    start();
+    mp_dpool_cfg_t cfg = {.ordinal = 0, .scheme = -1, .numa = -1};
+    fk.retain((CUcontext *)&cfg.ctx, 0);
+    int idx = mp_dpool_open(&cfg);
+    ck_assert_int_ge(idx, 0);
+    mp_cu_ptr a = 0;
+    ck_assert_int_eq(mp_dpool_alloc(idx, &a, 4096, (mp_cu_stream)CU_STREAM_PER_THREAD, true), CUDA_SUCCESS);
+    ck_assert_int_eq(fk.launch(CU_STREAM_PER_THREAD, a, 0x11, 4096, 300000), CUDA_SUCCESS);
+    ck_assert_int_eq(mp_dpool_free(idx, a, (mp_cu_stream)CU_STREAM_PER_THREAD, true), 0);
+    released_block = a;
+    pthread_t t;
+    pthread_create(&t, NULL, acquire_per_thread, &idx);
+    pthread_join(t, NULL);
+}
+END_TEST
+
+/* An API pool caches 40 MiB of a 64 MiB device, which cuMemGetInfo counts
+ * as free: a 48 MiB allocation of the context pool gets it back. */
+START_TEST(oom_releases_every_pool_of_the_device)
+{
+    start();
+    fk.set_capacity(0, (size_t)64 << 20);
+    mp_dpool_cfg_t cfg = {.ordinal = 0, .scheme = -1, .numa = -1};
+    fk.retain((CUcontext *)&cfg.ctx, 0);
+    int idx = mp_dpool_open(&cfg);
+    ck_assert_int_ge(idx, 0);
+    mp_cu_ptr a = 0, d = 0;
+    ck_assert_int_eq(mp_dpool_alloc(idx, &a, (size_t)40 << 20, NULL, false), CUDA_SUCCESS);
+    ck_assert_int_eq(mp_dpool_free(idx, a, NULL, false), 0);
+    size_t free_b = 0, total = 0;
+    ck_assert_int_eq(mp_cuda_mem_get_info(&free_b, &total), CUDA_SUCCESS);
+    ck_assert_uint_eq(free_b, total);
+    ck_assert_int_eq(mp_device_alloc(&d, (size_t)48 << 20), CUDA_SUCCESS);
+    ck_assert_int_eq(mp_device_free(d), 1);
+}
+END_TEST
+
 static Suite *fences_suite(void)
 {
     Suite *s = suite_create("fences");
@@ -281,12 +436,16 @@ static Suite *fences_suite(void)
     tcase_add_test(tc, unpooled_allocation_gets_the_cache_on_oom);
     tcase_add_test(tc, mem_get_info_counts_the_cache_as_free);
     tcase_add_test(tc, mem_get_info_raw_on_request);
+    tcase_add_test(tc, primary_reset_spares_created_contexts);
+    tcase_add_test(tc, oom_releases_every_pool_of_the_device);
     tcase_add_test(tc, destroyed_stream_work_is_waited_for);
     suite_add_tcase(s, tc);
     /* Threads only (the sanitizer builds run it under TSan). */
     TCase *th = tcase_create("threads");
     tcase_set_timeout(th, 60);
     tcase_add_test(th, trim_holds_no_lock_across_driver_frees);
+    tcase_add_test(th, context_drop_races_pinned_users);
+    tcase_add_test(th, per_thread_stream_is_no_same_stream);
     suite_add_tcase(s, th);
     return s;
 }

@@ -151,12 +151,12 @@ START_TEST(exports_only_the_interface)
 {
     char cmd[4200];
     /* 23 C functions, 20 C++ operators, the 17 mempool_* functions, the
-     * 31 CUDA hooks of src/cuda/cuda_hooks.def, sigaction/signal (the dump
+     * 33 CUDA hooks of src/cuda/cuda_hooks.def, sigaction/signal (the dump
      * signal), dlopen (RTLD_DEEPBIND) and _exit/_Exit (fork children's
      * stats); nothing of jemalloc or libunwind. */
     snprintf(cmd, sizeof(cmd),
              "n=$(nm -D --defined-only %s | awk '{print $3}' | sort | wc -l);"
-             " test \"$n\" -eq 96 && ! nm -D --defined-only %s | grep -q -e mallocx -e je_ -e mallctl",
+             " test \"$n\" -eq 98 && ! nm -D --defined-only %s | grep -q -e mallocx -e je_ -e mallctl",
              getenv("MP_PRELOAD"), getenv("MP_PRELOAD"));
     ck_assert_int_eq(shell(cmd), 0);
     /* The mempool_* exports are exactly the functions mempool.h declares. */
