@@ -22,11 +22,16 @@ mempool_ensure_deps() {
   fi
 }
 
-# Configure (once) and build into $1.
+# Configure (once) and build into $1; extra meson options may follow.
+# werror is off in meson.build's defaults (distributions build with their own
+# flags and newer compilers); the project's own builds keep it on.
 mempool_build() {
   local dir=$1
+  shift
   if [ ! -f "$dir/build.ninja" ]; then
-    meson setup "$dir" --buildtype=debugoptimized >/dev/null
+    meson setup "$dir" --buildtype=debugoptimized -Dwerror=true "$@" >/dev/null
+  else
+    meson configure "$dir" -Dwerror=true >/dev/null
   fi
   ninja -C "$dir" >/dev/null
 }

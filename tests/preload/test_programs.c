@@ -56,7 +56,7 @@ static int run(const char *dir, const char *cmd, const char *stats_dir, const ch
         freopen(out, "w", stdout);
         freopen(err, "w", stderr);
         if (stats_dir) {
-            char stats[4200];
+            char stats[4400];
             snprintf(stats, sizeof(stats), "%s/%%e.%%p.json", stats_dir);
             setenv("LD_PRELOAD", getenv("MP_PRELOAD"), 1);
             setenv("MEMPOOL_STATS_FILE", stats, 1);
@@ -94,7 +94,7 @@ START_TEST(program_runs_identically)
 {
     const program_t *p = &programs[_i];
     char dir[] = "/tmp/mempool-preload-XXXXXX", plain[4200], shimmed[4200], out1[4200], out2[4200],
-         err1[4200], err2[4200], cmd[16800];
+         err1[4200], err2[4200], stats[4200], cmd[16800];
     ck_assert_ptr_nonnull(mkdtemp(dir));
     snprintf(plain, sizeof(plain), "%s/plain", dir);
     snprintf(shimmed, sizeof(shimmed), "%s/shim", dir);
@@ -105,10 +105,10 @@ START_TEST(program_runs_identically)
     snprintf(err1, sizeof(err1), "%s/err.plain", dir);
     snprintf(err2, sizeof(err2), "%s/err.shim", dir);
 
-    snprintf(cmd, sizeof(cmd), "%s/stats", dir);
+    snprintf(stats, sizeof(stats), "%s/stats", dir);
     int st1 = run(plain, p->cmd, NULL, out1, err1);
     ck_assert_msg(WIFEXITED(st1) && WEXITSTATUS(st1) == 0, "%s failed without the shim (%#x)", p->name, st1);
-    int st2 = run(shimmed, p->cmd, cmd, out2, err2);
+    int st2 = run(shimmed, p->cmd, stats, out2, err2);
     ck_assert_msg(st1 == st2, "%s: status %#x without the shim, %#x with it", p->name, st1, st2);
 
     size_t n1, n2, ne1, ne2;
