@@ -141,7 +141,7 @@ bool mp_heap_init(size_t reserve)
             break;
     }
     if (p == MAP_FAILED) {
-        mp_log(MP_LOG_WARN, "cannot reserve address space (%s); the shim passes every call to libc",
+        mp_log(MP_LOG_INFO, "cannot reserve address space (%s); the shim passes every call to libc",
                strerror(errno));
         return false;
     }
@@ -165,7 +165,7 @@ bool mp_heap_init(size_t reserve)
     unsigned bypass = create_arena(MP_CLASS_MAX);
     if (bypass == 0) {
         munmap(p, want);
-        mp_log(MP_LOG_WARN, "cannot create a jemalloc arena; the shim passes every call to libc");
+        mp_log(MP_LOG_INFO, "cannot create a jemalloc arena; the shim passes every call to libc");
         return false;
     }
     mp_heap.bypass_arena = bypass;

@@ -806,6 +806,11 @@ static bool render(int fd, int format, unsigned max_rows)
 
 void mp_stats_write_fd(int fd, int format) { render(fd, format, MP_CLASS_MAX); }
 
+/* A file that cannot be written is said at log level info only: the shim
+ * is silent by default (children running as another user, a read-only
+ * working directory, /dev/null as the path), and the stats file is the
+ * output, not stderr. */
+
 /* Write to path atomically: temporary file in the same directory, then
  * rename.  O_EXCL | O_NOFOLLOW: never write through a planted link; an
  * existing file of another user, or anything but a regular file, is left
@@ -814,7 +819,7 @@ static bool write_file(const char *path, int format)
 {
     struct stat st;
     if (lstat(path, &st) == 0 && (!S_ISREG(st.st_mode) || st.st_uid != geteuid())) {
-        mp_log(MP_LOG_WARN, "not writing stats file %s: it exists and is %s", path,
+        mp_log(MP_LOG_INFO, "not writing stats file %s: it exists and is %s", path,
                S_ISREG(st.st_mode) ? "another user's file" : "not a regular file");
         return false;
     }
@@ -822,7 +827,7 @@ static bool write_file(const char *path, int format)
     snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid());
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) {
-        mp_log(MP_LOG_WARN, "cannot write stats file %s: %s", path, strerror(errno));
+        mp_log(MP_LOG_INFO, "cannot write stats file %s: %s", path, strerror(errno));
         return false;
     }
     bool ok = render(fd, format, MP_CLASS_MAX);
@@ -837,7 +842,7 @@ static bool write_file(const char *path, int format)
     }
     if (!ok) {
         unlink(tmp);
-        mp_log(MP_LOG_WARN, "cannot write stats file %s: %s", path, strerror(err));
+        mp_log(MP_LOG_INFO, "cannot write stats file %s: %s", path, strerror(err));
     }
     return ok;
 }
@@ -878,7 +883,7 @@ static bool secure_template(char *tmpl, size_t cap)
     dir[strcspn(dir, "\n")] = '\0';
     if (dir[0] != '/' || lstat(dir, &st) != 0 || !S_ISDIR(st.st_mode) || !root_controlled(&st)) {
         if (n >= 0 || fd >= 0)
-            mp_log(MP_LOG_WARN, "setuid/setgid process: %s does not name a directory only root "
+            mp_log(MP_LOG_INFO, "setuid/setgid process: %s does not name a directory only root "
                    "can write; no stats file", mp_setuid_conf_path);
         return false; /* no (valid) setting: silently no file, the default */
     }
@@ -896,7 +901,7 @@ bool mp_stats_write_now(const char *path_or_null, char *path, size_t cap)
         if (!secure_template(tmpl, sizeof(tmpl)))
             return false;
         if (!mp_stats_expand_path(tmpl, path, cap)) {
-            mp_log(MP_LOG_WARN, "MEMPOOL_STATS_FILE expands to a path that is too long");
+            mp_log(MP_LOG_INFO, "MEMPOOL_STATS_FILE expands to a path that is too long");
             return false;
         }
     }

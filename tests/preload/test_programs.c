@@ -147,6 +147,28 @@ START_TEST(invalid_option_one_line)
 }
 END_TEST
 
+START_TEST(silent_by_default)
+{
+    /* A stats file that cannot be written (no such directory; a path that
+     * is not a regular file) says nothing at the default log level, and
+     * says why at info.  (perl: sh leaves with _exit, where only a
+     * fork() child writes its file, and coreutils close stderr at exit.) */
+    char cmd[4200];
+    snprintf(cmd, sizeof(cmd),
+             "for f in /nonexistent-mempool-dir/s.json /dev/null; do"
+             " out=$(MEMPOOL_STATS_FILE=$f LD_PRELOAD=%s perl -e 'print qq(hi\\n)' 2>&1) && test \"$out\" = hi"
+             " || exit 1; done;"
+             " out=$(MEMPOOL_LOG_LEVEL=info MEMPOOL_STATS_FILE=/nonexistent-mempool-dir/s.json"
+             " LD_PRELOAD=%s perl -e 'print qq(hi\\n)' 2>&1 >/dev/null) &&"
+             " test \"$out\" = 'mempool: cannot write stats file /nonexistent-mempool-dir/s.json:"
+             " No such file or directory' &&"
+             " MEMPOOL_LOG_LEVEL=info MEMPOOL_STATS_FILE=/dev/null LD_PRELOAD=%s perl -e 'print qq(hi\\n)' 2>&1"
+             " | grep -qx 'mempool: not writing stats file /dev/null: it exists and is not a regular file'",
+             getenv("MP_PRELOAD"), getenv("MP_PRELOAD"), getenv("MP_PRELOAD"));
+    ck_assert_int_eq(shell(cmd), 0);
+}
+END_TEST
+
 START_TEST(exports_only_the_interface)
 {
     char cmd[4200];
@@ -222,6 +244,7 @@ static Suite *programs_suite(void)
     suite_add_tcase(s, tc);
     tc = tcase_create("shim");
     tcase_add_test(tc, invalid_option_one_line);
+    tcase_add_test(tc, silent_by_default);
     tcase_add_test(tc, exports_only_the_interface);
     tcase_add_test(tc, mempool_run_writes_stats);
     tcase_add_test(tc, cuda_exports_match_hook_table);
