@@ -118,24 +118,74 @@ static void out_fixed(out_t *o, double v, int digits)
     out_mem(o, tmp, (size_t)digits);
 }
 
-static void out_json_str(out_t *o, const char *s)
+/* Length of the valid UTF-8 sequence at s (at most n bytes), 0 if none:
+ * no overlong forms, no surrogates, nothing above U+10FFFF (RFC 3629). */
+static size_t utf8_len(const unsigned char *s, size_t n)
 {
-    out_str(o, "\"");
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
+    unsigned char c = s[0];
+    size_t len;
+    unsigned char lo = 0x80, hi = 0xbf; /* range of the second byte */
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf)
+        len = 2;
+    else if (c >= 0xe0 && c <= 0xef) {
+        len = 3;
+        lo = c == 0xe0 ? 0xa0 : 0x80;
+        hi = c == 0xed ? 0x9f : 0xbf;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        len = 4;
+        lo = c == 0xf0 ? 0x90 : 0x80;
+        hi = c == 0xf4 ? 0x8f : 0xbf;
+    } else
+        return 0;
+    if (n < len || s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 2; i < len; i++)
+        if (s[i] < 0x80 || s[i] > 0xbf)
+            return 0;
+    return len;
+}
+
+void mp_json_escape(mp_emit_fn emit, void *ctx, const char *str, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *s = (const unsigned char *)str;
+    size_t run = 0; /* bytes kept as they are, not yet emitted */
+    for (size_t i = 0; i < n;) {
+        unsigned char c = s[i];
+        size_t k = c == '"' || c == '\\' || c < 0x20 ? 0 : utf8_len(s + i, n - i);
+        if (k > 0) {
+            run += k;
+            i += k;
+            continue;
+        }
+        if (run)
+            emit(ctx, (const char *)s + i - run, run);
+        run = 0;
         if (c == '"' || c == '\\') {
             char e[2] = {'\\', (char)c};
-            out_mem(o, e, 2);
-        } else if (c < 0x20) {
-            static const char hex[] = "0123456789abcdef";
-            char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-            out_mem(o, e, 6);
+            emit(ctx, e, 2);
         } else {
-            out_mem(o, (const char *)&c, 1);
+            char e[6] = {'\\', 'u', c < 0x20 ? '0' : 'd', c < 0x20 ? '0' : 'c', hex[c >> 4], hex[c & 15]};
+            emit(ctx, e, 6);
         }
+        i++;
     }
+    if (run)
+        emit(ctx, (const char *)s + n - run, run);
+}
+
+static void emit_out(void *ctx, const char *s, size_t len) { out_mem(ctx, s, len); }
+
+static void out_json_mem(out_t *o, const char *s, size_t len)
+{
+    out_str(o, "\"");
+    mp_json_escape(emit_out, o, s, len);
     out_str(o, "\"");
 }
+
+static void out_json_str(out_t *o, const char *s) { out_json_mem(o, s, strlen(s)); }
 
 static double ratio(uint64_t a, uint64_t b) { return b ? (double)a / (double)b : 0.0; }
 
@@ -448,8 +498,6 @@ static void write_json_paths(out_t *o)
     out_str(o, "}}");
 }
 
-/* The explicit API's pools (pool_api.c) write through this. */
-static void emit_out(void *ctx, const char *s, size_t len) { out_mem(ctx, s, len); }
 
 /* ---- call sites and timeline --------------------------------------------- */
 
