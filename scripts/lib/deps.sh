@@ -2,7 +2,7 @@
 # build and tests need are present.  As root, install what is missing;
 # otherwise print the exact apt-get line and stop.
 MEMPOOL_APT_PACKAGES=(meson ninja-build pkg-config gcc g++ python3 libjemalloc-dev libjemalloc2
-                      check libunwind-dev binutils gawk perl git gzip xz-utils valgrind
+                      check binutils gawk perl git gzip xz-utils valgrind
                       python3-jsonschema python3-matplotlib clang sqlite3 bzip2 make)
 
 mempool_ensure_deps() {
