@@ -278,6 +278,12 @@ size_t mp_callsite_copy(mp_site_t *out, size_t cap, uint64_t *ncaptured, uint64_
     return n;
 }
 
+void mp_callsite_counts(uint64_t *ncaptured, uint64_t *nskipped)
+{
+    *ncaptured = atomic_load(&captured);
+    *nskipped = atomic_load(&skipped);
+}
+
 void mp_callsite_guard(bool on) { tls_capturing = on; }
 
 void mp_callsite_reset(void)

@@ -72,6 +72,8 @@ void mp_callsite_name(void *pc, char *buf, size_t cap);
  * number of sites copied. */
 size_t mp_callsite_copy(mp_site_t *out, size_t cap, uint64_t *captured, uint64_t *skipped);
 #define MP_SITES 1024
+/* The table's counters alone (no site is stored before one is captured). */
+void mp_callsite_counts(uint64_t *captured, uint64_t *skipped);
 
 /* While set, this thread's misses are not captured (the writer's dladdr). */
 void mp_callsite_guard(bool on);

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "callsite.h"
+#include "cuda_driver.h"
 #include "cuda_hooks.h"
 #include "device_pool.h"
 #include "pool.h"
@@ -412,6 +413,11 @@ static void json_pool_classes(out_t *o, int pool)
  * that saw a request. */
 static void write_json_device(out_t *o)
 {
+    /* No driver, no device or pinned request was ever served: a process
+     * that never used CUDA skips the pools (their first look sets up the
+     * whole device-pool table, most of an exit's cost). */
+    if (!mp_cuda.loaded)
+        return;
     for (int kind = 0; kind < 2; kind++) {
         bool any = false;
         for (int i = 0; i < (kind == 0 ? MP_DEV_MAX : 8); i++) {
@@ -543,8 +549,11 @@ static void write_json_sites(out_t *o)
     out_str(o, ", \"max_depth\": ");
     out_u64(o, mp_opt(MP_OPT_CALLSITE_DEPTH));
     size_t bytes = MP_SITES * sizeof(mp_site_t);
-    mp_site_t *v = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     uint64_t captured = 0, skipped = 0;
+    mp_callsite_counts(&captured, &skipped);
+    /* Nothing captured, no site: the table is not read (nor its pages touched). */
+    mp_site_t *v = captured == 0 ? MAP_FAILED
+                                 : mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     size_t n = v == MAP_FAILED ? 0 : mp_callsite_copy(v, MP_SITES, &captured, &skipped);
     out_str(o, ", \"captured\": ");
     out_u64(o, captured);
