@@ -175,11 +175,19 @@ bool mp_heap_init(size_t reserve)
     return true;
 }
 
+/* Misses of each class before its arena exists (MEMPOOL_HOST_COLD_MISSES). */
+static _Atomic uint64_t cold_misses[MP_CLASS_MAX];
+
 unsigned mp_heap_class_arena(unsigned cls)
 {
     unsigned a = atomic_load_explicit(&mp_heap.class_arena[cls], memory_order_acquire);
     if (mp_likely(a != 0))
         return a;
+    /* A cold class: the caller serves it from the bypass arena (never in
+     * debug mode, whose checks need the class's blocks). */
+    if (!mp_debug_on
+        && atomic_fetch_add_explicit(&cold_misses[cls], 1, memory_order_relaxed) < mp_opt(MP_OPT_HOST_COLD_MISSES))
+        return 0;
     pthread_mutex_lock(&arena_lock);
     a = atomic_load(&mp_heap.class_arena[cls]);
     if (a == 0) {
