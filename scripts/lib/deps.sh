@@ -1,9 +1,13 @@
 # Sourced by scripts/test and scripts/demo: make sure the Debian packages the
 # build and tests need are present.  As root, install what is missing;
 # otherwise print the exact apt-get line and stop.
+# scripts/compat's CPython tests need the test package of Debian's python3
+# (libpython3.X-testsuite, X its version), its MPI case openmpi-bin and mpi4py.
+mempool_py_version=$(/usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || echo 3.11)
 MEMPOOL_APT_PACKAGES=(meson ninja-build pkg-config gcc g++ python3 libjemalloc-dev libjemalloc2
                       check binutils gawk perl git gzip xz-utils valgrind
-                      python3-jsonschema python3-matplotlib clang sqlite3 bzip2 make)
+                      python3-jsonschema python3-matplotlib clang sqlite3 bzip2 make
+                      "libpython$mempool_py_version-testsuite" openmpi-bin python3-mpi4py)
 
 mempool_ensure_deps() {
   local missing=() p
