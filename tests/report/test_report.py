@@ -609,6 +609,20 @@ class MempoolRun(unittest.TestCase):
         finally:
             shutil.rmtree(m.group(1), ignore_errors=True)
 
+    def test_processes_without_a_file_are_named(self):
+        # One child cannot write its file (a directory is in the way): the
+        # report says which, and the program's own stderr stays clean.
+        out = os.path.join(self.tmp, "o")
+        os.makedirs(os.path.join(out, "blocked.json"))
+        r = self.run_tool("--out", out, "--report", "--", "sh", "-c",
+                          f"perl -e 'print STDERR qq(own\\n)'; MEMPOOL_STATS_FILE={out}/blocked.json perl -e 1")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertTrue(r.stderr.startswith("own\n"), r.stderr)
+        self.assertRegex(r.stderr, r"\nmempool\[\d+\]: not writing stats file " + re.escape(out)
+                         + r"/blocked\.json: it exists and is not a regular file\n")
+        self.assertIn("mempool-run: 1 process(es) wrote no stats file", r.stderr)
+        self.assertNotIn("stats written to", r.stderr)
+
     def test_exec_without_report(self):
         r = self.run_tool("--out", os.path.join(self.tmp, "o"), "--", "sh", "-c", "ls / > /dev/null; exit 5")
         self.assertEqual(r.returncode, 5)
