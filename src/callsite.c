@@ -1,25 +1,31 @@
 /*
  * The call-site table (see callsite.h).  Capturing runs on a miss, outside
- * every pool lock: unw_backtrace into a stack buffer first (it may take
- * the loader's lock and, in libunwind, may call malloc: the thread's
- * capture flag turns such nested misses into skipped samples), then the
- * table's spin lock for the few stores of the update.
+ * every pool lock: _Unwind_Backtrace into a stack buffer first (it may take
+ * the loader's lock and, for frames registered at run time, may call
+ * malloc: the thread's capture flag turns such nested misses into skipped
+ * samples), then the table's spin lock for the few stores of the update.
  *
- * libunwind is dlopen'ed RTLD_LOCAL at start-up, not linked: its shared
- * library also defines _Unwind_RaiseException & co., which would take over
- * C++ exception unwinding of the whole program if it were in the global
- * scope (and Debian's static archive is not position-independent).
+ * The unwinder is libgcc's (libgcc_s.so.1, the one C++ exceptions use; part
+ * of every Debian system), taken from the process when it is already loaded
+ * (every C++ program) and otherwise dlopen'ed RTLD_LOCAL by the preload's
+ * constructor, never from inside malloc.  Not libunwind: it opens a pipe at
+ * its first backtrace (memory validation), a descriptor the program would
+ * see (fd 0 when the program started with stdin closed), and it costs a
+ * second library (liblzma) at start.
  */
 #include <dlfcn.h>
 #include <link.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <unwind.h>
 
 #include "callsite.h"
 
-typedef int (*unw_backtrace_fn)(void **buf, int size); /* libunwind-common.h */
-static _Atomic(unw_backtrace_fn) unw_backtrace;
+typedef _Unwind_Reason_Code (*backtrace_fn)(_Unwind_Trace_Fn, void *);
+typedef _Unwind_Ptr (*getip_fn)(struct _Unwind_Context *);
+static _Atomic(backtrace_fn) unw_backtrace;
+static getip_fn unw_getip; /* set before unw_backtrace is published */
 
 uint64_t mp_callsite_rate;
 _Thread_local int64_t mp_tls_sample_left __attribute__((tls_model("initial-exec")));
@@ -46,6 +52,11 @@ void mp_callsite_init(void)
 
 bool mp_callsite_available(void) { return atomic_load_explicit(&unw_backtrace, memory_order_acquire) != NULL; }
 
+static void *sym(void *h, const char *name)
+{
+    return h ? mp_real_dlsym()(h, name) : NULL; /* glibc's (src/libc_real.c) */
+}
+
 void mp_callsite_load(void)
 {
     static _Atomic bool tried;
@@ -54,16 +65,35 @@ void mp_callsite_load(void)
     if (mp_init() != MP_STATE_READY
         || (mp_callsite_rate == 0 && !mp_opt(MP_OPT_CALLSITE_DEVICE) && !mp_opt(MP_OPT_DEBUG)))
         return;
-    void *h = dlopen("libunwind.so.8", RTLD_NOW | RTLD_LOCAL);
-    void *f = h ? dlsym(h, "unw_backtrace") : NULL;
-    if (f == NULL) {
-        mp_log(MP_LOG_INFO, "no call sites in the report: libunwind.so.8 not found");
+    /* Already there (C++ programs, and most others that use threads): no load. */
+    void *h = mp_real_dlopen()("libgcc_s.so.1", RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
+    if (h == NULL)
+        h = mp_real_dlopen()("libgcc_s.so.1", RTLD_NOW | RTLD_LOCAL);
+    void *b = sym(h, "_Unwind_Backtrace"), *g = sym(h, "_Unwind_GetIP");
+    if (b == NULL || g == NULL) {
+        mp_log(MP_LOG_INFO, "no call sites in the report: libgcc_s.so.1 not found");
         mp_callsite_rate = 0;
         return;
     }
-    unw_backtrace_fn fn;
-    memcpy(&fn, &f, sizeof(fn)); /* object to function pointer, as POSIX allows */
+    backtrace_fn fn;
+    memcpy(&fn, &b, sizeof(fn)); /* object to function pointer, as POSIX allows */
+    memcpy(&unw_getip, &g, sizeof(unw_getip));
     atomic_store_explicit(&unw_backtrace, fn, memory_order_release);
+}
+
+typedef struct walk {
+    void **pc;
+    int n, max;
+} walk_t;
+
+static _Unwind_Reason_Code walk_frame(struct _Unwind_Context *ctx, void *arg)
+{
+    walk_t *w = arg;
+    uintptr_t ip = (uintptr_t)unw_getip(ctx);
+    if (ip == 0 || w->n >= w->max)
+        return _URC_END_OF_STACK;
+    w->pc[w->n++] = (void *)ip;
+    return _URC_NO_REASON;
 }
 
 /* xorshift64*: per thread, seeded from the thread's address and the clock. */
@@ -148,10 +178,12 @@ static void count_class(mp_site_t *s, size_t class_size)
 
 /* The caller's stack without the shim's own frames, into pc (at most max);
  * tls_capturing is held by the caller. */
-static unsigned capture(unw_backtrace_fn backtrace, void **pc, unsigned max)
+static unsigned capture(backtrace_fn backtrace, void **pc, unsigned max)
 {
     void *raw[MP_SITE_DEPTH_MAX + 24];
-    int n = backtrace(raw, (int)(sizeof(raw) / sizeof(raw[0])));
+    walk_t w = {raw, 0, (int)(sizeof(raw) / sizeof(raw[0]))};
+    backtrace(walk_frame, &w);
+    int n = w.n;
     unsigned first = 0;
     while (first < (unsigned)(n > 0 ? n : 0) && (uintptr_t)raw[first] >= self_lo
            && (uintptr_t)raw[first] < self_hi)
@@ -164,7 +196,7 @@ static unsigned capture(unw_backtrace_fn backtrace, void **pc, unsigned max)
 
 unsigned mp_callsite_stack(void **pc, unsigned max)
 {
-    unw_backtrace_fn backtrace = atomic_load_explicit(&unw_backtrace, memory_order_acquire);
+    backtrace_fn backtrace = atomic_load_explicit(&unw_backtrace, memory_order_acquire);
     if (backtrace == NULL || tls_capturing || !self_known())
         return 0;
     tls_capturing = true;
@@ -177,7 +209,7 @@ void mp_callsite_name(void *pc, char *buf, size_t cap)
 {
     Dl_info di = {0};
     if (pc == NULL || dladdr(pc, &di) == 0) {
-        snprintf(buf, cap, "%s", pc ? "?" : "(unknown: no libunwind)");
+        snprintf(buf, cap, "%s", pc ? "?" : "(unknown: no unwinder)");
         return;
     }
     const char *obj = di.dli_fname ? strrchr(di.dli_fname, '/') : NULL;
@@ -190,7 +222,7 @@ void mp_callsite_name(void *pc, char *buf, size_t cap)
 
 void mp_callsite_record(int kind, size_t size, size_t class_size, uint64_t wait_ns)
 {
-    unw_backtrace_fn backtrace = atomic_load_explicit(&unw_backtrace, memory_order_acquire);
+    backtrace_fn backtrace = atomic_load_explicit(&unw_backtrace, memory_order_acquire);
     if (backtrace == NULL)
         return;
     if (tls_capturing || !self_known()) {
@@ -244,6 +276,12 @@ size_t mp_callsite_copy(mp_site_t *out, size_t cap, uint64_t *ncaptured, uint64_
     *ncaptured = atomic_load(&captured);
     *nskipped = atomic_load(&skipped);
     return n;
+}
+
+void mp_callsite_counts(uint64_t *ncaptured, uint64_t *nskipped)
+{
+    *ncaptured = atomic_load(&captured);
+    *nskipped = atomic_load(&skipped);
 }
 
 void mp_callsite_guard(bool on) { tls_capturing = on; }

@@ -2,7 +2,7 @@
  * Call sites of misses: which code makes the pools go to jemalloc or the
  * driver.  Host misses are sampled by bytes (like jemalloc's heap
  * profiler); device and pinned misses are captured every time.  Stacks are
- * raw return addresses (libunwind's unw_backtrace), aggregated per stack
+ * raw return addresses (libgcc's _Unwind_Backtrace), aggregated per stack
  * in a fixed table; names are looked up once, when the stats are written.
  */
 #ifndef MEMPOOL_CALLSITE_H
@@ -34,8 +34,8 @@ extern _Thread_local int64_t mp_tls_sample_left __attribute__((tls_model("initia
 
 /* Read the options (after mp_options_load). */
 void mp_callsite_init(void);
-/* dlopen libunwind, once.  Only from where a program calls us outside any
- * allocation (the preload's constructor, mempool_create/mempool_default):
+/* Find libgcc's unwinder (dlopen libgcc_s.so.1 unless it is loaded), once.
+ * Only from where a program calls us outside any allocation (the preload's constructor, mempool_create/mempool_default):
  * inside malloc, dlopen could deadlock on the loader's lock. */
 void mp_callsite_load(void);
 /* The countdown crossed zero: draw the next interval; true if this miss
@@ -53,18 +53,18 @@ static inline bool mp_callsite_sample_host(size_t size)
 
 /* Capture the caller's stack and count it: a miss of size bytes served by
  * a block of class_size bytes, after wait_ns in the backing allocation.
- * Never allocates; a re-entrant call (signal handler, libunwind calling
+ * Never allocates; a re-entrant call (signal handler, the unwinder calling
  * malloc) or a full table skips the sample. */
 void mp_callsite_record(int kind, size_t size, size_t class_size, uint64_t wait_ns);
 /* Device/pinned: record every miss when MEMPOOL_CALLSITE_DEVICE is on. */
 static inline bool mp_callsite_device_on(void) { return mp_opt(MP_OPT_CALLSITE_DEVICE) != 0; }
 
 /* The caller's stack, the shim's own frames dropped, into pc (at most max
- * frames, at most MP_SITE_DEPTH_MAX).  Never allocates; 0 when libunwind
+ * frames, at most MP_SITE_DEPTH_MAX).  Never allocates; 0 when the unwinder
  * is not loaded or this thread is already capturing.  (Debug findings.) */
 unsigned mp_callsite_stack(void **pc, unsigned max);
 /* "function+0xoff (object)" of a return address, for a message (dladdr:
- * exported names only); "(unknown: no libunwind)" for NULL. */
+ * exported names only); "(unknown: no unwinder)" for NULL. */
 void mp_callsite_name(void *pc, char *buf, size_t cap);
 
 /* A copy of the table for the writer: sites in use go to out (at most
@@ -72,12 +72,14 @@ void mp_callsite_name(void *pc, char *buf, size_t cap);
  * number of sites copied. */
 size_t mp_callsite_copy(mp_site_t *out, size_t cap, uint64_t *captured, uint64_t *skipped);
 #define MP_SITES 1024
+/* The table's counters alone (no site is stored before one is captured). */
+void mp_callsite_counts(uint64_t *captured, uint64_t *skipped);
 
 /* While set, this thread's misses are not captured (the writer's dladdr). */
 void mp_callsite_guard(bool on);
 /* Forget everything (the child of a fork starts its own counters). */
 void mp_callsite_reset(void);
-/* Whether stacks can be captured at all (built with libunwind). */
+/* Whether stacks can be captured at all (libgcc's unwinder was found). */
 bool mp_callsite_available(void);
 
 static inline uint64_t mp_now_ns(void)

@@ -141,7 +141,7 @@ bool mp_heap_init(size_t reserve)
             break;
     }
     if (p == MAP_FAILED) {
-        mp_log(MP_LOG_WARN, "cannot reserve address space (%s); the shim passes every call to libc",
+        mp_log(MP_LOG_INFO, "cannot reserve address space (%s); the shim passes every call to libc",
                strerror(errno));
         return false;
     }
@@ -165,7 +165,7 @@ bool mp_heap_init(size_t reserve)
     unsigned bypass = create_arena(MP_CLASS_MAX);
     if (bypass == 0) {
         munmap(p, want);
-        mp_log(MP_LOG_WARN, "cannot create a jemalloc arena; the shim passes every call to libc");
+        mp_log(MP_LOG_INFO, "cannot create a jemalloc arena; the shim passes every call to libc");
         return false;
     }
     mp_heap.bypass_arena = bypass;
@@ -175,11 +175,19 @@ bool mp_heap_init(size_t reserve)
     return true;
 }
 
+/* Misses of each class before its arena exists (MEMPOOL_HOST_COLD_MISSES). */
+static _Atomic uint64_t cold_misses[MP_CLASS_MAX];
+
 unsigned mp_heap_class_arena(unsigned cls)
 {
     unsigned a = atomic_load_explicit(&mp_heap.class_arena[cls], memory_order_acquire);
     if (mp_likely(a != 0))
         return a;
+    /* A cold class: the caller serves it from the bypass arena (never in
+     * debug mode, whose checks need the class's blocks). */
+    if (!mp_debug_on
+        && atomic_fetch_add_explicit(&cold_misses[cls], 1, memory_order_relaxed) < mp_opt(MP_OPT_HOST_COLD_MISSES))
+        return 0;
     pthread_mutex_lock(&arena_lock);
     a = atomic_load(&mp_heap.class_arena[cls]);
     if (a == 0) {

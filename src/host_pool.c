@@ -234,7 +234,8 @@ static void *class_miss(unsigned cls)
     void *p = arena && !mp_je_fails() ? je_mallocx(cs, flags) : NULL;
     if (mp_unlikely(p == NULL || ((uintptr_t)p & (mp_sc.align[cls] - 1)) != 0
                     || (uintptr_t)p - mp_heap.base >= mp_heap.class_span)) {
-        /* Slot exhausted (or a block from elsewhere): serve it unpooled. */
+        /* A cold class (no arena yet: MEMPOOL_HOST_COLD_MISSES), slot
+         * exhausted, or a block from elsewhere: serve it unpooled. */
         if (p)
             je_dallocx(p, MALLOCX_TCACHE_NONE);
         return NULL;

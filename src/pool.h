@@ -60,6 +60,13 @@ int mp_api_release_error(mempool_t *pool, const void *p, bool twice);
 /* Write every pool (NO_STATS ones left out) as the stats file's "pools"
  * array members, through the writer's callback. */
 typedef void (*mp_emit_fn)(void *ctx, const char *s, size_t len);
+/* The bytes s[0, len) as the inside of a JSON string (stats_write.c): '"',
+ * '\\' and control characters escaped, valid UTF-8 kept as it is, and every
+ * byte that is not part of a valid UTF-8 sequence written as \udcXX (XX the
+ * byte, 80 to ff): Python's surrogateescape (PEP 383), so json.load gives
+ * the string os.fsdecode would, and os.fsencode gives the bytes back.
+ * Never allocates. */
+void mp_json_escape(mp_emit_fn emit, void *ctx, const char *s, size_t len);
 void mp_pools_write_json(mp_emit_fn emit, void *ctx, const char *indent);
 
 #endif

@@ -669,19 +669,27 @@ static void emit_fd(void *ctx, const char *s, size_t len)
     }
 }
 
+typedef struct {
+    char *out;
+    size_t n, cap;
+} strbuf_t;
+
+static void emit_str(void *ctx, const char *s, size_t len)
+{
+    strbuf_t *b = ctx;
+    if (len > b->cap - 1 - b->n)
+        len = b->cap - 1 - b->n;
+    memcpy(b->out + b->n, s, len);
+    b->n += len;
+    b->out[b->n] = '\0';
+}
+
+/* At most 63 bytes of name, at most 6 bytes each escaped: 400 is enough. */
 static void json_escape(char *out, size_t cap, const char *s)
 {
-    size_t j = 0;
-    for (; *s && j + 7 < cap; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\')
-            j += (size_t)snprintf(out + j, cap - j, "\\%c", ch);
-        else if (ch < 0x20)
-            j += (size_t)snprintf(out + j, cap - j, "\\u%04x", ch);
-        else
-            out[j++] = (char)ch;
-    }
-    out[j] = '\0';
+    strbuf_t b = {out, 0, cap};
+    out[0] = '\0';
+    mp_json_escape(emit_str, &b, s, strlen(s));
 }
 
 static void emit_pool_json(mp_emit_fn emit, void *ctx, mempool_t *pool, const char *indent)

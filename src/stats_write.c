@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "callsite.h"
+#include "cuda_driver.h"
 #include "cuda_hooks.h"
 #include "device_pool.h"
 #include "pool.h"
@@ -118,24 +119,74 @@ static void out_fixed(out_t *o, double v, int digits)
     out_mem(o, tmp, (size_t)digits);
 }
 
-static void out_json_str(out_t *o, const char *s)
+/* Length of the valid UTF-8 sequence at s (at most n bytes), 0 if none:
+ * no overlong forms, no surrogates, nothing above U+10FFFF (RFC 3629). */
+static size_t utf8_len(const unsigned char *s, size_t n)
 {
-    out_str(o, "\"");
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
+    unsigned char c = s[0];
+    size_t len;
+    unsigned char lo = 0x80, hi = 0xbf; /* range of the second byte */
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf)
+        len = 2;
+    else if (c >= 0xe0 && c <= 0xef) {
+        len = 3;
+        lo = c == 0xe0 ? 0xa0 : 0x80;
+        hi = c == 0xed ? 0x9f : 0xbf;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        len = 4;
+        lo = c == 0xf0 ? 0x90 : 0x80;
+        hi = c == 0xf4 ? 0x8f : 0xbf;
+    } else
+        return 0;
+    if (n < len || s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 2; i < len; i++)
+        if (s[i] < 0x80 || s[i] > 0xbf)
+            return 0;
+    return len;
+}
+
+void mp_json_escape(mp_emit_fn emit, void *ctx, const char *str, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *s = (const unsigned char *)str;
+    size_t run = 0; /* bytes kept as they are, not yet emitted */
+    for (size_t i = 0; i < n;) {
+        unsigned char c = s[i];
+        size_t k = c == '"' || c == '\\' || c < 0x20 ? 0 : utf8_len(s + i, n - i);
+        if (k > 0) {
+            run += k;
+            i += k;
+            continue;
+        }
+        if (run)
+            emit(ctx, (const char *)s + i - run, run);
+        run = 0;
         if (c == '"' || c == '\\') {
             char e[2] = {'\\', (char)c};
-            out_mem(o, e, 2);
-        } else if (c < 0x20) {
-            static const char hex[] = "0123456789abcdef";
-            char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-            out_mem(o, e, 6);
+            emit(ctx, e, 2);
         } else {
-            out_mem(o, (const char *)&c, 1);
+            char e[6] = {'\\', 'u', c < 0x20 ? '0' : 'd', c < 0x20 ? '0' : 'c', hex[c >> 4], hex[c & 15]};
+            emit(ctx, e, 6);
         }
+        i++;
     }
+    if (run)
+        emit(ctx, (const char *)s + n - run, run);
+}
+
+static void emit_out(void *ctx, const char *s, size_t len) { out_mem(ctx, s, len); }
+
+static void out_json_mem(out_t *o, const char *s, size_t len)
+{
+    out_str(o, "\"");
+    mp_json_escape(emit_out, o, s, len);
     out_str(o, "\"");
 }
+
+static void out_json_str(out_t *o, const char *s) { out_json_mem(o, s, strlen(s)); }
 
 static double ratio(uint64_t a, uint64_t b) { return b ? (double)a / (double)b : 0.0; }
 
@@ -364,6 +415,11 @@ static void json_pool_classes(out_t *o, int pool)
  * that saw a request. */
 static void write_json_device(out_t *o)
 {
+    /* No driver, no device or pinned request was ever served: a process
+     * that never used CUDA skips the pools (their first look sets up the
+     * whole device-pool table, most of an exit's cost). */
+    if (!mp_cuda.loaded)
+        return;
     for (int kind = 0; kind < 2; kind++) {
         bool any = false;
         for (int i = 0; i < (kind == 0 ? MP_DEV_MAX : 8); i++) {
@@ -450,8 +506,6 @@ static void write_json_paths(out_t *o)
     out_str(o, "}}");
 }
 
-/* The explicit API's pools (pool_api.c) write through this. */
-static void emit_out(void *ctx, const char *s, size_t len) { out_mem(ctx, s, len); }
 
 /* ---- call sites and timeline --------------------------------------------- */
 
@@ -497,8 +551,11 @@ static void write_json_sites(out_t *o)
     out_str(o, ", \"max_depth\": ");
     out_u64(o, mp_opt(MP_OPT_CALLSITE_DEPTH));
     size_t bytes = MP_SITES * sizeof(mp_site_t);
-    mp_site_t *v = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     uint64_t captured = 0, skipped = 0;
+    mp_callsite_counts(&captured, &skipped);
+    /* Nothing captured, no site: the table is not read (nor its pages touched). */
+    mp_site_t *v = captured == 0 ? MAP_FAILED
+                                 : mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     size_t n = v == MAP_FAILED ? 0 : mp_callsite_copy(v, MP_SITES, &captured, &skipped);
     out_str(o, ", \"captured\": ");
     out_u64(o, captured);
@@ -808,6 +865,11 @@ static bool render(int fd, int format, unsigned max_rows)
 
 void mp_stats_write_fd(int fd, int format) { render(fd, format, MP_CLASS_MAX); }
 
+/* A file that cannot be written is said at log level info only: the shim
+ * is silent by default (children running as another user, a read-only
+ * working directory, /dev/null as the path), and the stats file is the
+ * output, not stderr. */
+
 /* Write to path atomically: temporary file in the same directory, then
  * rename.  O_EXCL | O_NOFOLLOW: never write through a planted link; an
  * existing file of another user, or anything but a regular file, is left
@@ -816,7 +878,7 @@ static bool write_file(const char *path, int format)
 {
     struct stat st;
     if (lstat(path, &st) == 0 && (!S_ISREG(st.st_mode) || st.st_uid != geteuid())) {
-        mp_log(MP_LOG_WARN, "not writing stats file %s: it exists and is %s", path,
+        mp_log(MP_LOG_INFO, "not writing stats file %s: it exists and is %s", path,
                S_ISREG(st.st_mode) ? "another user's file" : "not a regular file");
         return false;
     }
@@ -824,7 +886,7 @@ static bool write_file(const char *path, int format)
     snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid());
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) {
-        mp_log(MP_LOG_WARN, "cannot write stats file %s: %s", path, strerror(errno));
+        mp_log(MP_LOG_INFO, "cannot write stats file %s: %s", path, strerror(errno));
         return false;
     }
     bool ok = render(fd, format, MP_CLASS_MAX);
@@ -839,7 +901,7 @@ static bool write_file(const char *path, int format)
     }
     if (!ok) {
         unlink(tmp);
-        mp_log(MP_LOG_WARN, "cannot write stats file %s: %s", path, strerror(err));
+        mp_log(MP_LOG_INFO, "cannot write stats file %s: %s", path, strerror(err));
     }
     return ok;
 }
@@ -880,7 +942,7 @@ static bool secure_template(char *tmpl, size_t cap)
     dir[strcspn(dir, "\n")] = '\0';
     if (dir[0] != '/' || lstat(dir, &st) != 0 || !S_ISDIR(st.st_mode) || !root_controlled(&st)) {
         if (n >= 0 || fd >= 0)
-            mp_log(MP_LOG_WARN, "setuid/setgid process: %s does not name a directory only root "
+            mp_log(MP_LOG_INFO, "setuid/setgid process: %s does not name a directory only root "
                    "can write; no stats file", mp_setuid_conf_path);
         return false; /* no (valid) setting: silently no file, the default */
     }
@@ -898,7 +960,7 @@ bool mp_stats_write_now(const char *path_or_null, char *path, size_t cap)
         if (!secure_template(tmpl, sizeof(tmpl)))
             return false;
         if (!mp_stats_expand_path(tmpl, path, cap)) {
-            mp_log(MP_LOG_WARN, "MEMPOOL_STATS_FILE expands to a path that is too long");
+            mp_log(MP_LOG_INFO, "MEMPOOL_STATS_FILE expands to a path that is too long");
             return false;
         }
     }

@@ -31,6 +31,37 @@ static void start(void)
     ck_assert_int_eq(mp_init(), MP_STATE_READY);
 }
 
+START_TEST(cold_class_starts_unpooled)
+{
+    /* The default MEMPOOL_HOST_COLD_MISSES (the suite's environment says 0):
+     * a class's first 4 misses come from the bypass arena, unpooled; the
+     * 5th creates the class's arena, and from then on it pools. */
+    start();
+    mp_opt_values[MP_OPT_HOST_COLD_MISSES] = 4;
+    unsigned c = mp_size_class_of(&mp_sc, 3000);
+    ck_assert_uint_eq(atomic_load(&mp_heap.class_arena[c]), 0);
+    void *p[5];
+    for (int i = 0; i < 4; i++) {
+        p[i] = mp_malloc(3000);
+        ck_assert_ptr_nonnull(p[i]);
+        ck_assert_uint_ge((uintptr_t)p[i] - mp_heap.base, mp_heap.class_span); /* the bypass half */
+    }
+    ck_assert_uint_eq(atomic_load(&mp_heap.class_arena[c]), 0);
+    mp_stats_snapshot(&snap);
+    ck_assert_uint_eq(snap.bypasses, 4);
+    p[4] = mp_malloc(3000);
+    ck_assert_uint_ne(atomic_load(&mp_heap.class_arena[c]), 0);
+    ck_assert_uint_lt((uintptr_t)p[4] - mp_heap.base, mp_heap.class_span); /* its class slot */
+    for (int i = 0; i < 5; i++)
+        mp_free(p[i]);
+    ck_assert_ptr_eq(mp_malloc(3000), p[4]); /* pooled: a hit */
+    const mp_row_t *r = row_of(3000);
+    ck_assert_uint_eq(r->misses, 1);
+    ck_assert_uint_eq(r->hits, 1);
+    ck_assert_uint_eq(snap.bypasses, 4);
+}
+END_TEST
+
 START_TEST(free_then_malloc_is_a_hit)
 {
     start();
@@ -432,6 +463,7 @@ static Suite *host_pool_suite(void)
 {
     Suite *s = suite_create("host_pool");
     TCase *tc = tcase_create("pool");
+    tcase_add_test(tc, cold_class_starts_unpooled);
     tcase_add_test(tc, free_then_malloc_is_a_hit);
     tcase_add_test(tc, large_requests_bypass);
     tcase_add_test(tc, thread_cache_spills_to_shared_pool);

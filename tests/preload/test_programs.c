@@ -56,7 +56,7 @@ static int run(const char *dir, const char *cmd, const char *stats_dir, const ch
         freopen(out, "w", stdout);
         freopen(err, "w", stderr);
         if (stats_dir) {
-            char stats[4200];
+            char stats[4400];
             snprintf(stats, sizeof(stats), "%s/%%e.%%p.json", stats_dir);
             setenv("LD_PRELOAD", getenv("MP_PRELOAD"), 1);
             setenv("MEMPOOL_STATS_FILE", stats, 1);
@@ -94,7 +94,7 @@ START_TEST(program_runs_identically)
 {
     const program_t *p = &programs[_i];
     char dir[] = "/tmp/mempool-preload-XXXXXX", plain[4200], shimmed[4200], out1[4200], out2[4200],
-         err1[4200], err2[4200], cmd[16800];
+         err1[4200], err2[4200], stats[4200], cmd[16800];
     ck_assert_ptr_nonnull(mkdtemp(dir));
     snprintf(plain, sizeof(plain), "%s/plain", dir);
     snprintf(shimmed, sizeof(shimmed), "%s/shim", dir);
@@ -105,10 +105,10 @@ START_TEST(program_runs_identically)
     snprintf(err1, sizeof(err1), "%s/err.plain", dir);
     snprintf(err2, sizeof(err2), "%s/err.shim", dir);
 
-    snprintf(cmd, sizeof(cmd), "%s/stats", dir);
+    snprintf(stats, sizeof(stats), "%s/stats", dir);
     int st1 = run(plain, p->cmd, NULL, out1, err1);
     ck_assert_msg(WIFEXITED(st1) && WEXITSTATUS(st1) == 0, "%s failed without the shim (%#x)", p->name, st1);
-    int st2 = run(shimmed, p->cmd, cmd, out2, err2);
+    int st2 = run(shimmed, p->cmd, stats, out2, err2);
     ck_assert_msg(st1 == st2, "%s: status %#x without the shim, %#x with it", p->name, st1, st2);
 
     size_t n1, n2, ne1, ne2;
@@ -147,16 +147,60 @@ START_TEST(invalid_option_one_line)
 }
 END_TEST
 
+START_TEST(silent_by_default)
+{
+    /* A stats file that cannot be written (no such directory; a path that
+     * is not a regular file) says nothing at the default log level, and
+     * says why at info.  (perl: sh leaves with _exit, where only a
+     * fork() child writes its file, and coreutils close stderr at exit.) */
+    char cmd[4200];
+    snprintf(cmd, sizeof(cmd),
+             "for f in /nonexistent-mempool-dir/s.json /dev/null; do"
+             " out=$(MEMPOOL_STATS_FILE=$f LD_PRELOAD=%s perl -e 'print qq(hi\\n)' 2>&1) && test \"$out\" = hi"
+             " || exit 1; done;"
+             " out=$(MEMPOOL_LOG_LEVEL=info MEMPOOL_STATS_FILE=/nonexistent-mempool-dir/s.json"
+             " LD_PRELOAD=%s perl -e 'print qq(hi\\n)' 2>&1 >/dev/null) &&"
+             " test \"$out\" = 'mempool: cannot write stats file /nonexistent-mempool-dir/s.json:"
+             " No such file or directory' &&"
+             " MEMPOOL_LOG_LEVEL=info MEMPOOL_STATS_FILE=/dev/null LD_PRELOAD=%s perl -e 'print qq(hi\\n)' 2>&1"
+             " | grep -qx 'mempool: not writing stats file /dev/null: it exists and is not a regular file'",
+             getenv("MP_PRELOAD"), getenv("MP_PRELOAD"), getenv("MP_PRELOAD"));
+    ck_assert_int_eq(shell(cmd), 0);
+}
+END_TEST
+
+START_TEST(no_descriptor_of_its_own)
+{
+    /* A program started with 0, 1 and 2 closed sees the same descriptors
+     * with the shim as without, after enough misses for call-site samples
+     * (libunwind's pipe became fd 0 and 1 here: a stdin that should not
+     * exist).  The listing is taken before the output file is opened. */
+    char cmd[4200];
+    snprintf(cmd, sizeof(cmd),
+             "d=$(mktemp -d) && prog='import os\n"
+             "x = [bytes(1000 + i %% 3000) for i in range(20000)]\n"
+             "fds = \" \".join(sorted(os.listdir(\"/proc/self/fd\")))\n"
+             "open(os.environ[\"OUT\"], \"w\").write(fds)' &&"
+             " OUT=$d/plain python3 -c \"$prog\" 0<&- 1>&- 2>&- &&"
+             " OUT=$d/shim MEMPOOL_STATS_FILE=$d/s.json LD_PRELOAD=%s python3 -c \"$prog\" 0<&- 1>&- 2>&- &&"
+             " cat $d/plain && echo && cmp $d/plain $d/shim &&"
+             " python3 -c 'import json,sys; c = json.load(open(sys.argv[1]))[\"call_sites\"];"
+             " assert c[\"available\"] and c[\"captured\"] > 0, c' $d/s.json && rm -rf $d",
+             getenv("MP_PRELOAD"));
+    ck_assert_int_eq(shell(cmd), 0);
+}
+END_TEST
+
 START_TEST(exports_only_the_interface)
 {
     char cmd[4200];
     /* 23 C functions, 20 C++ operators, the 17 mempool_* functions, the
      * 33 CUDA hooks of src/cuda/cuda_hooks.def, sigaction/signal (the dump
      * signal), dlopen (RTLD_DEEPBIND) and _exit/_Exit (fork children's
-     * stats); nothing of jemalloc or libunwind. */
+     * stats); nothing of jemalloc or the unwinder. */
     snprintf(cmd, sizeof(cmd),
              "n=$(nm -D --defined-only %s | awk '{print $3}' | sort | wc -l);"
-             " test \"$n\" -eq 98 && ! nm -D --defined-only %s | grep -q -e mallocx -e je_ -e mallctl",
+             " test \"$n\" -eq 98 && ! nm -D --defined-only %s | grep -q -e mallocx -e je_ -e mallctl -e _Unwind",
              getenv("MP_PRELOAD"), getenv("MP_PRELOAD"));
     ck_assert_int_eq(shell(cmd), 0);
     /* The mempool_* exports are exactly the functions mempool.h declares. */
@@ -222,6 +266,8 @@ static Suite *programs_suite(void)
     suite_add_tcase(s, tc);
     tc = tcase_create("shim");
     tcase_add_test(tc, invalid_option_one_line);
+    tcase_add_test(tc, silent_by_default);
+    tcase_add_test(tc, no_descriptor_of_its_own);
     tcase_add_test(tc, exports_only_the_interface);
     tcase_add_test(tc, mempool_run_writes_stats);
     tcase_add_test(tc, cuda_exports_match_hook_table);

@@ -61,7 +61,9 @@ START_TEST(call_sites_name_the_two_functions)
         "assert names == [\"report_app_alpha\", \"report_app_beta\"], names\n"
         "a, b = top\n"
         "assert 290 <= a[\"misses\"] <= 300 and 90 <= b[\"misses\"] <= 100, (a, b)\n"
-        "assert a[\"size_classes\"][0][\"size\"] == 4096, a[\"size_classes\"]\n"
+        /* the first misses of a class are bypasses of the size asked for
+         * (MEMPOOL_HOST_COLD_MISSES) */
+        "assert max(a[\"size_classes\"], key=lambda c: c[\"samples\"])[\"size\"] == 4096, a\n"
         "assert b[\"bytes\"] == b[\"misses\"] * 9000, b\n"
         "assert a[\"frames\"][1][\"function\"] == \"main\", a[\"frames\"]\n"
         "assert a[\"frames\"][0][\"object\"].endswith(\"report_app\")\n"), 0);

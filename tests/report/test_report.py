@@ -609,11 +609,82 @@ class MempoolRun(unittest.TestCase):
         finally:
             shutil.rmtree(m.group(1), ignore_errors=True)
 
+    def test_processes_without_a_file_are_named(self):
+        # One child cannot write its file (a directory is in the way): the
+        # report says which, and the program's own stderr stays clean.
+        out = os.path.join(self.tmp, "o")
+        os.makedirs(os.path.join(out, "blocked.json"))
+        r = self.run_tool("--out", out, "--report", "--", "sh", "-c",
+                          f"perl -e 'print STDERR qq(own\\n)'; MEMPOOL_STATS_FILE={out}/blocked.json perl -e 1")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertTrue(r.stderr.startswith("own\n"), r.stderr)
+        self.assertRegex(r.stderr, r"\nmempool\[\d+\]: not writing stats file " + re.escape(out)
+                         + r"/blocked\.json: it exists and is not a regular file\n")
+        self.assertIn("mempool-run: 1 process(es) wrote no stats file", r.stderr)
+        self.assertNotIn("stats written to", r.stderr)
+
     def test_exec_without_report(self):
         r = self.run_tool("--out", os.path.join(self.tmp, "o"), "--", "sh", "-c", "ls / > /dev/null; exit 5")
         self.assertEqual(r.returncode, 5)
         self.assertEqual(r.stderr, "")
         self.assertIn("mempool.ls.", " ".join(os.listdir(os.path.join(self.tmp, "o"))))
+
+
+class NonUtf8(unittest.TestCase):
+    """Bytes that are not UTF-8 in argv, the executable's path, the working
+    directory and the stats path: the file is strict UTF-8 JSON, the bytes
+    come back with os.fsencode (\\udcXX escapes), and mempool-report reads
+    files of older shims that hold the raw bytes, with a warning."""
+
+    ARGS = [b"\xff", b"a\xc3\xa9b", b"\xed\xa0\x80", b"\xc0\xaf", b"\xf4\x90\x80\x80", b"q\"\\\x01\x7f",
+            b"\xe2\x82"]
+
+    def setUp(self):
+        need(PRELOAD)
+        self.tmp = tempfile.mkdtemp(prefix="mp-bytes.")
+        self.dir = os.path.join(os.fsencode(self.tmp), b"dir\xff\xfe")
+        os.mkdir(self.dir)
+        self.exe = os.path.join(self.dir, b"tr\xe9ue")
+        shutil.copy(b"/bin/true", self.exe)
+        env = {os.fsencode(k): os.fsencode(v) for k, v in clean_env().items()}
+        env[b"LD_PRELOAD"] = os.fsencode(PRELOAD)
+        env[b"MEMPOOL_STATS_FILE"] = self.dir + b"/s\xff.%e.%p.json"
+        subprocess.run([self.exe, *self.ARGS], env=env, cwd=self.dir, check=True, timeout=60)
+        files = [f for f in os.listdir(self.dir) if f.endswith(b".json")]
+        self.assertEqual(len(files), 1, files)
+        self.file = os.path.join(self.dir, files[0])
+        self.assertTrue(files[0].startswith(b"s\xff.tr\xe9ue."), files[0])
+
+    def tearDown(self):
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def test_valid_json_and_bytes_back(self):
+        with open(self.file, "rb") as f:
+            raw = f.read()
+        doc = json.loads(raw.decode("utf-8"))  # strict: no raw bytes, no control characters
+        proc = doc["process"]
+        self.assertEqual([os.fsencode(a) for a in proc["argv"]], [self.exe, *self.ARGS])
+        self.assertEqual(os.fsencode(proc["exe"]), os.path.realpath(self.exe))
+        self.assertEqual(os.fsencode(doc["options"]["MEMPOOL_STATS_FILE"]), self.dir + b"/s\xff.%e.%p.json")
+        self.assertIn(rb'"\udcff"', raw)  # the documented form of a byte that is not UTF-8
+        self.assertIn("a\u00e9b", proc["argv"])  # valid UTF-8 is kept as it is
+        r = report(os.fsdecode(self.file))
+        self.assertNotIn("UTF-8", r.stderr)
+        self.assertIn("host", r.stdout)
+
+    def test_report_reads_raw_bytes_with_a_warning(self):
+        with open(self.file, "rb") as f:
+            doc = json.loads(f.read().decode("utf-8"))
+        old = os.path.join(self.tmp, "old.json")
+        with open(old, "wb") as f:  # what a shim before the escaping wrote
+            f.write(json.dumps(doc, ensure_ascii=False).encode("utf-8", "surrogateescape"))
+        with open(old, "rb") as f:
+            self.assertRaises(UnicodeDecodeError, f.read().decode, "utf-8")
+        r = report(old)
+        self.assertIn(f"mempool-report: {old}: not valid UTF-8", r.stderr)
+        self.assertIn("host", r.stdout)
+        data = report_json(old)["reports"][0]["data"]
+        self.assertEqual([os.fsencode(a) for a in data["process"]["argv"]], [self.exe, *self.ARGS])
 
 
 class Schema(unittest.TestCase):
@@ -666,6 +737,6 @@ if __name__ == "__main__":
         loader = unittest.defaultTestLoader
         suite = unittest.TestSuite(loader.loadTestsFromTestCase(c) for c in (
             FixtureV2, FixtureV1, MergeForkedFamily, MergeCallSites, Interim, AdviceRealRuns, Plots,
-            WithoutJsonschema, Compare, MempoolRun))
+            WithoutJsonschema, Compare, MempoolRun, NonUtf8))
     result = unittest.TextTestRunner(verbosity=2).run(suite)
     sys.exit(0 if result.wasSuccessful() else 1)
