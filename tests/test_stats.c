@@ -115,7 +115,7 @@ END_TEST
 static void capture_stderr_at(int level, void (*fn)(void *), void *arg, char *buf, size_t cap)
 {
     uint64_t old = mp_opt_values[MP_OPT_LOG_LEVEL];
-    mp_opt_values[MP_OPT_LOG_LEVEL] = (uint64_t)level;
+    mp_log_set_level(level); /* the logger's own copy of MEMPOOL_LOG_LEVEL */
     int fds[2], saved = dup(STDERR_FILENO);
     ck_assert_int_eq(pipe(fds), 0);
     dup2(fds[1], STDERR_FILENO);
@@ -126,7 +126,7 @@ static void capture_stderr_at(int level, void (*fn)(void *), void *arg, char *bu
     ssize_t n = read(fds[0], buf, cap - 1);
     buf[n > 0 ? n : 0] = '\0';
     close(fds[0]);
-    mp_opt_values[MP_OPT_LOG_LEVEL] = old;
+    mp_log_set_level((int)old);
 }
 
 static void capture_stderr(void (*fn)(void *), void *arg, char *buf, size_t cap)
