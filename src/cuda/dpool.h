@@ -144,6 +144,10 @@ int mp_dp_live_pool(mp_cu_ptr p);
 void mp_dp_collect(dev_pool_t *pl);
 bool mp_dp_batch_ready(const dev_pool_t *pl);
 void mp_dp_fence_pending(dev_pool_t *pl, int idx);
+/* Run fn over the blocks of every fenced batch (pool locked): fn returns
+ * the blocks that stay (pending: whether chain is the pending list). */
+typedef dblock_t *(*mp_dp_chain_fn)(dev_pool_t *pl, dblock_t *chain, bool pending, void *arg);
+void mp_dp_filter_fenced(dev_pool_t *pl, mp_dp_chain_fn fn, void *arg);
 
 /* ---- dpool_release.c -------------------------------------------------- */
 /* How far a release of cached blocks goes: down to these many bytes and

@@ -111,3 +111,24 @@ void mp_dp_fence_pending(dev_pool_t *pl, int idx)
     pl->fenced_tail = f;
 }
 
+
+void mp_dp_filter_fenced(dev_pool_t *pl, mp_dp_chain_fn fn, void *arg)
+{
+    batch_t *prev = NULL;
+    for (batch_t *f = pl->fenced, *next; f; f = next) {
+        next = f->next;
+        f->blocks = fn(pl, f->blocks, false, arg);
+        if (f->blocks) {
+            prev = f;
+            continue;
+        }
+        if (prev) /* an emptied batch goes, its fence's events back */
+            prev->next = next;
+        else
+            pl->fenced = next;
+        if (pl->fenced_tail == f)
+            pl->fenced_tail = prev;
+        mp_fence_release(&f->fence);
+        mp_dp_batch_free(f);
+    }
+}

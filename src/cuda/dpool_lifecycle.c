@@ -68,8 +68,9 @@ static void forget_pool(dev_pool_t *pl)
 /* Take the orphans (blocks of a context that is gone) out of chain b
  * (pool locked): their records go with the block table's scan.  Returns
  * the blocks that stay. */
-static dblock_t *prune_chain(dev_pool_t *pl, dblock_t *b, bool pending)
+static dblock_t *prune_chain(dev_pool_t *pl, dblock_t *b, bool pending, void *unused)
 {
+    (void)unused;
     dblock_t *keep = NULL, **tail = &keep;
     for (dblock_t *next; b; b = next) {
         next = b->next;
@@ -99,27 +100,11 @@ static dblock_t *prune_chain(dev_pool_t *pl, dblock_t *b, bool pending)
  * drop the blocks of the contexts that are gone (pool locked). */
 static void prune_pool(dev_pool_t *pl)
 {
-    pl->pending = prune_chain(pl, pl->pending, true);
-    batch_t *prev = NULL;
-    for (batch_t *f = pl->fenced, *next; f; f = next) {
-        next = f->next;
-        f->blocks = prune_chain(pl, f->blocks, false);
-        if (f->blocks) {
-            prev = f;
-            continue;
-        }
-        if (prev)
-            prev->next = next;
-        else
-            pl->fenced = next;
-        if (pl->fenced_tail == f)
-            pl->fenced_tail = prev;
-        mp_fence_release(&f->fence);
-        mp_dp_batch_free(f);
-    }
+    pl->pending = prune_chain(pl, pl->pending, true, NULL);
+    mp_dp_filter_fenced(pl, prune_chain, NULL);
     for (int c = 0; c < MP_DEV_CLASSES; c++) {
-        pl->ready[c] = prune_chain(pl, pl->ready[c], false);
-        pl->streamq[c] = prune_chain(pl, pl->streamq[c], false);
+        pl->ready[c] = prune_chain(pl, pl->ready[c], false, NULL);
+        pl->streamq[c] = prune_chain(pl, pl->streamq[c], false, NULL);
     }
 }
 

@@ -51,8 +51,9 @@ bool mp_dp_goal_met(const dev_pool_t *pl, const trim_goal_t *g)
  * (pool locked) until the goal is met: whole-block segments always, packed
  * blocks when none of their segment's blocks is in use.  Returns the
  * blocks that stay. */
-static dblock_t *release_chain(dev_pool_t *pl, dblock_t *b, trim_goal_t *g, bool pending)
+static dblock_t *release_chain(dev_pool_t *pl, dblock_t *b, bool pending, void *arg)
 {
+    trim_goal_t *g = arg;
     dblock_t *keep = NULL, **tail = &keep;
     while (b) {
         dblock_t *next = b->next;
@@ -99,28 +100,12 @@ static dblock_t *release_chain(dev_pool_t *pl, dblock_t *b, trim_goal_t *g, bool
  * Returns bytes to be freed. */
 size_t mp_dp_release_to(dev_pool_t *pl, trim_goal_t *g)
 {
-    pl->pending = release_chain(pl, pl->pending, g, true);
-    batch_t *prev = NULL;
-    for (batch_t *f = pl->fenced, *next; f; f = next) {
-        next = f->next;
-        f->blocks = release_chain(pl, f->blocks, g, false);
-        if (f->blocks) {
-            prev = f;
-            continue;
-        }
-        if (prev)
-            prev->next = next;
-        else
-            pl->fenced = next;
-        if (pl->fenced_tail == f)
-            pl->fenced_tail = prev;
-        mp_fence_release(&f->fence);
-        mp_dp_batch_free(f);
-    }
+    pl->pending = release_chain(pl, pl->pending, true, g);
+    mp_dp_filter_fenced(pl, release_chain, g);
     for (int c = MP_DEV_CLASSES - 1; c >= 0; c--)
-        pl->streamq[c] = release_chain(pl, pl->streamq[c], g, false);
+        pl->streamq[c] = release_chain(pl, pl->streamq[c], false, g);
     for (int c = MP_DEV_CLASSES - 1; c >= 0; c--)
-        pl->ready[c] = release_chain(pl, pl->ready[c], g, false);
+        pl->ready[c] = release_chain(pl, pl->ready[c], false, g);
     /* Segments none of whose blocks is in use or cached (not carved yet). */
     if (g->all)
         for (int c = 0; c < MP_DEV_CLASSES; c++)
