@@ -163,6 +163,9 @@ typedef struct trim_goal {
     segment_t *doomed_segs; /* chained by carve_next */
 } trim_goal_t;
 
+/* A cached block leaves the pool's books (pool locked; pending: it was on
+ * the pending list). */
+void mp_dp_uncache(dev_pool_t *pl, dblock_t *b, bool pending);
 bool mp_dp_goal_met(const dev_pool_t *pl, const trim_goal_t *g);
 size_t mp_dp_release_to(dev_pool_t *pl, trim_goal_t *g);
 size_t mp_dp_release_cached(dev_pool_t *pl, trim_goal_t *g);

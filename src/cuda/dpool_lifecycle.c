@@ -79,18 +79,9 @@ static dblock_t *prune_chain(dev_pool_t *pl, dblock_t *b, bool pending, void *un
             tail = &b->next;
             continue;
         }
-        pl->st.cached -= (int64_t)b->size;
-        pl->st.cached_blocks--;
+        mp_dp_uncache(pl, b, pending);
         pl->st.reserved -= (int64_t)b->size; /* pinned and API blocks are never packed */
         pl->st.segments--;
-        if (pending) {
-            pl->pending_n--;
-            pl->pending_bytes -= b->size;
-        }
-        if (b->ev) {
-            mp_ctx_event_put(b->ev_slot, b->ev, b->ev_epoch, true);
-            b->ev = NULL;
-        }
     }
     *tail = NULL;
     return keep;

@@ -47,6 +47,20 @@ bool mp_dp_goal_met(const dev_pool_t *pl, const trim_goal_t *g)
     return pl->st.cached <= g->bytes && pl->st.cached_blocks <= g->blocks;
 }
 
+void mp_dp_uncache(dev_pool_t *pl, dblock_t *b, bool pending)
+{
+    pl->st.cached -= (int64_t)b->size;
+    pl->st.cached_blocks--;
+    if (pending) {
+        pl->pending_n--;
+        pl->pending_bytes -= b->size;
+    }
+    if (b->ev) { /* released on a stream: its event goes back */
+        mp_ctx_event_put(b->ev_slot, b->ev, b->ev_epoch, true);
+        b->ev = NULL;
+    }
+}
+
 /* Release the cached blocks of chain b that can go back to the driver
  * (pool locked) until the goal is met: whole-block segments always, packed
  * blocks when none of their segment's blocks is in use.  Returns the
@@ -64,17 +78,8 @@ static dblock_t *release_chain(dev_pool_t *pl, dblock_t *b, bool pending, void *
             b = next;
             continue;
         }
-        pl->st.cached -= (int64_t)b->size;
-        pl->st.cached_blocks--;
+        mp_dp_uncache(pl, b, pending);
         pl->st.trims++;
-        if (pending) {
-            pl->pending_n--;
-            pl->pending_bytes -= b->size;
-        }
-        if (b->ev) {
-            mp_ctx_event_put(b->ev_slot, b->ev, b->ev_epoch, true);
-            b->ev = NULL;
-        }
         mp_dp_table_remove(b);
         if (sg == NULL) {
             pl->st.reserved -= (int64_t)b->size;
