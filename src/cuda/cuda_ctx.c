@@ -562,3 +562,22 @@ void mp_ctx_fork_child(void)
     pthread_mutex_init(&claim_lock, NULL);
     init();
 }
+
+int mp_device_of_context(mp_cu_context ctx)
+{
+    if (!mp_cuda_load())
+        return -1;
+    int dev = -1;
+    if (ctx == NULL) {
+        if (mp_cuda.ctx_get_device(&dev) != MP_CUDA_SUCCESS)
+            return -1;
+        return dev;
+    }
+    mp_cu_context popped = NULL;
+    if (mp_cuda.ctx_push(ctx) != MP_CUDA_SUCCESS)
+        return -1;
+    if (mp_cuda.ctx_get_device(&dev) != MP_CUDA_SUCCESS)
+        dev = -1;
+    mp_cuda.ctx_pop(&popped);
+    return dev;
+}

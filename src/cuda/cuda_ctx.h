@@ -102,6 +102,9 @@ bool mp_ctx_driver_enter(void);
 void mp_ctx_driver_leave(void);
 void mp_ctx_capture_begin(void);
 
+/* Device of a context (current context if ctx is NULL); -1 if unknown. */
+int mp_device_of_context(mp_cu_context ctx);
+
 /* In a forked child: no context of the parent exists here. */
 void mp_ctx_fork_child(void);
 

@@ -89,8 +89,6 @@ size_t mp_device_cached_on(int dev);
 void mp_device_fork_child(void);
 /* Bytes in use and reserved, device pools then pinned pools (the timeline). */
 void mp_device_totals(int64_t out[4]);
-/* Device of a context (current context if ctx is NULL); -1 if unknown. */
-int mp_device_of_context(mp_cu_context ctx);
 
 /* ---- pools of the explicit API (mempool_create; pool_api.c) -------------
  * A pool index names any pool: context pools (mp_dpool_current), pinned
