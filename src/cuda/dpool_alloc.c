@@ -440,9 +440,12 @@ bool mp_dp_pool_put(dev_pool_t *pl, dblock_t *b, mp_cu_stream s, bool async)
         mp_dp_rec_free(b);
         return false;
     }
-    /* No driver call while a capture is active, nor once one has begun
-     * (mp_ctx_driver_enter; left at the end). */
-    bool quiet = !mp_ctx_driver_enter();
+    /* No stream call while a capture is active, nor once one has begun
+     * (mp_ctx_driver_enter, left at the end; a shared counter, so only for
+     * the releases that make stream calls: zeroing, stream order). */
+    bool stream_calls = (pl->zero && !pl->pinned) || async;
+    bool in_driver = stream_calls && mp_ctx_driver_enter();
+    bool quiet = stream_calls ? !in_driver : atomic_load_explicit(&mp_captures, memory_order_acquire) != 0;
     pl->st.releases++;
     if (b->cls >= 0)
         pl->cls[b->cls].releases++;
@@ -455,7 +458,7 @@ bool mp_dp_pool_put(dev_pool_t *pl, dblock_t *b, mp_cu_stream s, bool async)
         pl->st.reserved -= (int64_t)b->size;
         pl->st.segments--;
         pthread_mutex_unlock(&pl->lock);
-        if (!quiet)
+        if (in_driver)
             mp_ctx_driver_leave();
         mp_dp_table_remove(b);
         mp_dp_raw_free(pl, b->ptr, b->size);
@@ -510,7 +513,7 @@ bool mp_dp_pool_put(dev_pool_t *pl, dblock_t *b, mp_cu_stream s, bool async)
         }
     }
     pthread_mutex_unlock(&pl->lock);
-    if (!quiet)
+    if (in_driver)
         mp_ctx_driver_leave();
     mp_dp_trim_finish(pl, &g); /* the free functions wait for the device */
     return true;
