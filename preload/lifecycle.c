@@ -17,7 +17,6 @@
 __attribute__((constructor)) static void mp_preload_start(void)
 {
     mp_init();
-    mp_callsite_load(); /* libgcc's unwinder, for the call sites */
     mp_dump_start(); /* MEMPOOL_DUMP_SIGNAL / _INTERVAL: not from inside an allocation */
 }
 

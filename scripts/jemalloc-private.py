@@ -6,12 +6,17 @@ under their plain names.  Linked into the shim as-is they would clash with the
 shim's own malloc family, so every global symbol jemalloc defines outside its
 internal je_ namespace gets the prefix mp_je_ (definitions and references alike,
 objcopy --redefine-syms).  The shim then calls mp_je_mallocx() etc. and exports
-none of them (hidden by the version script).
+none of them (hidden by the version script).  jemalloc's three libm calls (log,
+exp, round: heap profiling only) go to the shim's libm-free ones
+(src/libm_lite.c), so the shim does not load libm at every process start.
 
 usage: jemalloc-private.py NM OBJCOPY IN.a OUT.a
 """
 import subprocess
 import sys
+
+
+LIBM = {"log": "mp_ln", "exp": "mp_exp", "round": "mp_round"}
 
 
 def main() -> int:
@@ -34,6 +39,8 @@ def main() -> int:
     with open(mapfile, "w") as f:
         for name in sorted(names):
             f.write(f"{name} mp_je_{name}\n")
+        for name, ours in LIBM.items():
+            f.write(f"{name} {ours}\n")
     subprocess.run([objcopy, f"--redefine-syms={mapfile}", src, dst], check=True)
     return 0
 

@@ -5,27 +5,20 @@
  * malloc: the thread's capture flag turns such nested misses into skipped
  * samples), then the table's spin lock for the few stores of the update.
  *
- * The unwinder is libgcc's (libgcc_s.so.1, the one C++ exceptions use; part
- * of every Debian system), taken from the process when it is already loaded
- * (every C++ program) and otherwise dlopen'ed RTLD_LOCAL by the preload's
- * constructor, never from inside malloc.  Not libunwind: it opens a pipe at
- * its first backtrace (memory validation), a descriptor the program would
- * see (fd 0 when the program started with stdin closed), and it costs a
- * second library (liblzma) at start.
+ * The unwinder is libgcc's, linked statically into the shim
+ * (-static-libgcc: libgcc_eh's copy, hidden), so nothing is loaded at start
+ * or inside malloc and every process can capture stacks.  Not libunwind: it
+ * opens a pipe at its first backtrace (memory validation), a descriptor the
+ * program would see (fd 0 when the program started with stdin closed), and
+ * it costs two libraries (libunwind, liblzma) at start.
  */
 #include <dlfcn.h>
 #include <link.h>
-#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <unwind.h>
 
 #include "callsite.h"
-
-typedef _Unwind_Reason_Code (*backtrace_fn)(_Unwind_Trace_Fn, void *);
-typedef _Unwind_Ptr (*getip_fn)(struct _Unwind_Context *);
-static _Atomic(backtrace_fn) unw_backtrace;
-static getip_fn unw_getip; /* set before unw_backtrace is published */
 
 uint64_t mp_callsite_rate;
 _Thread_local int64_t mp_tls_sample_left __attribute__((tls_model("initial-exec")));
@@ -50,36 +43,7 @@ void mp_callsite_init(void)
         depth = MP_SITE_DEPTH_MAX;
 }
 
-bool mp_callsite_available(void) { return atomic_load_explicit(&unw_backtrace, memory_order_acquire) != NULL; }
-
-static void *sym(void *h, const char *name)
-{
-    return h ? mp_real_dlsym()(h, name) : NULL; /* glibc's (src/libc_real.c) */
-}
-
-void mp_callsite_load(void)
-{
-    static _Atomic bool tried;
-    if (atomic_load(&tried) || atomic_exchange(&tried, true))
-        return;
-    if (mp_init() != MP_STATE_READY
-        || (mp_callsite_rate == 0 && !mp_opt(MP_OPT_CALLSITE_DEVICE) && !mp_opt(MP_OPT_DEBUG)))
-        return;
-    /* Already there (C++ programs, and most others that use threads): no load. */
-    void *h = mp_real_dlopen()("libgcc_s.so.1", RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
-    if (h == NULL)
-        h = mp_real_dlopen()("libgcc_s.so.1", RTLD_NOW | RTLD_LOCAL);
-    void *b = sym(h, "_Unwind_Backtrace"), *g = sym(h, "_Unwind_GetIP");
-    if (b == NULL || g == NULL) {
-        mp_log(MP_LOG_INFO, "no call sites in the report: libgcc_s.so.1 not found");
-        mp_callsite_rate = 0;
-        return;
-    }
-    backtrace_fn fn;
-    memcpy(&fn, &b, sizeof(fn)); /* object to function pointer, as POSIX allows */
-    memcpy(&unw_getip, &g, sizeof(unw_getip));
-    atomic_store_explicit(&unw_backtrace, fn, memory_order_release);
-}
+bool mp_callsite_available(void) { return true; /* the unwinder is linked in */ }
 
 typedef struct walk {
     void **pc;
@@ -89,7 +53,7 @@ typedef struct walk {
 static _Unwind_Reason_Code walk_frame(struct _Unwind_Context *ctx, void *arg)
 {
     walk_t *w = arg;
-    uintptr_t ip = (uintptr_t)unw_getip(ctx);
+    uintptr_t ip = (uintptr_t)_Unwind_GetIP(ctx);
     if (ip == 0 || w->n >= w->max)
         return _URC_END_OF_STACK;
     w->pc[w->n++] = (void *)ip;
@@ -115,7 +79,7 @@ static uint64_t rng_next(void)
 bool mp_callsite_arm(void)
 {
     double u = ((double)(rng_next() >> 11) + 0.5) / 9007199254740992.0; /* (0, 1) */
-    mp_tls_sample_left = (int64_t)(-log(u) * (double)mp_callsite_rate) + 1;
+    mp_tls_sample_left = (int64_t)(-mp_ln(u) * (double)mp_callsite_rate) + 1;
     bool was = tls_armed;
     tls_armed = true;
     return was;
@@ -178,11 +142,11 @@ static void count_class(mp_site_t *s, size_t class_size)
 
 /* The caller's stack without the shim's own frames, into pc (at most max);
  * tls_capturing is held by the caller. */
-static unsigned capture(backtrace_fn backtrace, void **pc, unsigned max)
+static unsigned capture(void **pc, unsigned max)
 {
     void *raw[MP_SITE_DEPTH_MAX + 24];
     walk_t w = {raw, 0, (int)(sizeof(raw) / sizeof(raw[0]))};
-    backtrace(walk_frame, &w);
+    _Unwind_Backtrace(walk_frame, &w);
     int n = w.n;
     unsigned first = 0;
     while (first < (unsigned)(n > 0 ? n : 0) && (uintptr_t)raw[first] >= self_lo
@@ -196,11 +160,10 @@ static unsigned capture(backtrace_fn backtrace, void **pc, unsigned max)
 
 unsigned mp_callsite_stack(void **pc, unsigned max)
 {
-    backtrace_fn backtrace = atomic_load_explicit(&unw_backtrace, memory_order_acquire);
-    if (backtrace == NULL || tls_capturing || !self_known())
+    if (tls_capturing || !self_known())
         return 0;
     tls_capturing = true;
-    unsigned d = capture(backtrace, pc, max > MP_SITE_DEPTH_MAX ? MP_SITE_DEPTH_MAX : max);
+    unsigned d = capture(pc, max > MP_SITE_DEPTH_MAX ? MP_SITE_DEPTH_MAX : max);
     tls_capturing = false;
     return d;
 }
@@ -222,22 +185,19 @@ void mp_callsite_name(void *pc, char *buf, size_t cap)
 
 void mp_callsite_record(int kind, size_t size, size_t class_size, uint64_t wait_ns)
 {
-    backtrace_fn backtrace = atomic_load_explicit(&unw_backtrace, memory_order_acquire);
-    if (backtrace == NULL)
-        return;
     if (tls_capturing || !self_known()) {
         atomic_fetch_add_explicit(&skipped, 1, memory_order_relaxed);
         return;
     }
     tls_capturing = true;
     void *pc[MP_SITE_DEPTH_MAX];
-    unsigned d = capture(backtrace, pc, depth);
+    unsigned d = capture(pc, depth);
     uint64_t h = stack_hash(kind, pc, d);
     /* Host samples stand for the bytes between samples: unbiased like
      * jemalloc's (a miss of size s is sampled with 1 - exp(-s / rate)). */
     double weight = 1.0;
     if (kind == MP_SITE_HOST && mp_callsite_rate)
-        weight = 1.0 / (1.0 - exp(-(double)size / (double)mp_callsite_rate));
+        weight = 1.0 / (1.0 - mp_exp(-(double)size / (double)mp_callsite_rate));
     bool stored = false;
     while (atomic_flag_test_and_set_explicit(&table_lock, memory_order_acquire))
         ;

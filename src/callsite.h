@@ -34,10 +34,6 @@ extern _Thread_local int64_t mp_tls_sample_left __attribute__((tls_model("initia
 
 /* Read the options (after mp_options_load). */
 void mp_callsite_init(void);
-/* Find libgcc's unwinder (dlopen libgcc_s.so.1 unless it is loaded), once.
- * Only from where a program calls us outside any allocation (the preload's constructor, mempool_create/mempool_default):
- * inside malloc, dlopen could deadlock on the loader's lock. */
-void mp_callsite_load(void);
 /* The countdown crossed zero: draw the next interval; true if this miss
  * is sampled (false for a thread's first crossing, which only arms it). */
 bool mp_callsite_arm(void);
@@ -60,8 +56,8 @@ void mp_callsite_record(int kind, size_t size, size_t class_size, uint64_t wait_
 static inline bool mp_callsite_device_on(void) { return mp_opt(MP_OPT_CALLSITE_DEVICE) != 0; }
 
 /* The caller's stack, the shim's own frames dropped, into pc (at most max
- * frames, at most MP_SITE_DEPTH_MAX).  Never allocates; 0 when the unwinder
- * is not loaded or this thread is already capturing.  (Debug findings.) */
+ * frames, at most MP_SITE_DEPTH_MAX).  Never allocates; 0 when this thread
+ * is already capturing.  (Debug findings.) */
 unsigned mp_callsite_stack(void **pc, unsigned max);
 /* "function+0xoff (object)" of a return address, for a message (dladdr:
  * exported names only); "(unknown: no unwinder)" for NULL. */
@@ -79,7 +75,7 @@ void mp_callsite_counts(uint64_t *captured, uint64_t *skipped);
 void mp_callsite_guard(bool on);
 /* Forget everything (the child of a fork starts its own counters). */
 void mp_callsite_reset(void);
-/* Whether stacks can be captured at all (libgcc's unwinder was found). */
+/* Whether stacks can be captured at all (always: libgcc's unwinder is linked in). */
 bool mp_callsite_available(void);
 
 static inline uint64_t mp_now_ns(void)

@@ -186,6 +186,12 @@ mp_dlsym_fn mp_real_dlsym(void);
 struct sigaction;
 int mp_real_sigaction(int sig, const struct sigaction *act, struct sigaction *old);
 
+/* ---- libm_lite.c: ln, exp, round without loading libm (relative error
+ * below 1e-13; NaN and infinities as libm gives them).  Thread-safe, pure. */
+double mp_ln(double x);
+double mp_exp(double x);
+double mp_round(double x);
+
 /* ---- init.c ------------------------------------------------------------- */
 enum { MP_STATE_UNINIT, MP_STATE_INITIALIZING, MP_STATE_READY, MP_STATE_LIBC };
 extern _Atomic int mp_state;

@@ -195,7 +195,6 @@ MP_PUBLIC int mempool_create(const mempool_config_t *cfg, mempool_t **out)
 {
     if (cfg == NULL || out == NULL || cfg->struct_size < offsetof(mempool_config_t, kind) + sizeof(cfg->kind))
         return -EINVAL;
-    mp_callsite_load(); /* a program's call, never inside an allocation */
     mempool_config_t c;
     mempool_config_init(&c, (unsigned)cfg->kind <= MEMPOOL_KIND_DEVICE ? cfg->kind : MEMPOOL_KIND_HOST);
     memcpy(&c, cfg, cfg->struct_size < sizeof(c) ? cfg->struct_size : sizeof(c));
@@ -309,7 +308,6 @@ MP_PUBLIC mempool_t *mempool_default(mempool_kind_t kind)
         errno = EINVAL;
         return NULL;
     }
-    mp_callsite_load();
     if (mp_init() != MP_STATE_READY && kind == MEMPOOL_KIND_HOST) {
         errno = ENOMEM;
         return NULL;
