@@ -9,6 +9,9 @@ objcopy --redefine-syms).  The shim then calls mp_je_mallocx() etc. and exports
 none of them (hidden by the version script).  jemalloc's three libm calls (log,
 exp, round: heap profiling only) go to the shim's libm-free ones
 (src/libm_lite.c), so the shim does not load libm at every process start.
+jemalloc's constructor (.init_array of jemalloc.o: malloc_init at load) is
+dropped: the shim starts jemalloc at its first use (src/heap.c), and a
+process that never needs it does not pay its start-up.
 
 usage: jemalloc-private.py NM OBJCOPY IN.a OUT.a
 """
@@ -41,7 +44,8 @@ def main() -> int:
             f.write(f"{name} mp_je_{name}\n")
         for name, ours in LIBM.items():
             f.write(f"{name} {ours}\n")
-    subprocess.run([objcopy, f"--redefine-syms={mapfile}", src, dst], check=True)
+    subprocess.run([objcopy, f"--redefine-syms={mapfile}", "--remove-section=.init_array",
+                    "--remove-section=.rela.init_array", src, dst], check=True)
     return 0
 
 

@@ -9,9 +9,18 @@
  * Memory is reserved PROT_NONE (no commit charge) and made accessible when
  * jemalloc asks for an extent; jemalloc keeps extents (dalloc opts out) and
  * returns their pages to the OS through the purge hooks.
+ *
+ * jemalloc itself starts late: reserving the range costs one mmap, and a
+ * process whose classes stay small never starts it (MEMPOOL_HOST_CARVE_LIMIT:
+ * their first blocks are carved from the top of their own slot, while
+ * jemalloc's extents grow from the bottom), so /bin/true or a shell command
+ * does not pay jemalloc's start-up (~0.5 ms: its configuration reads, arena 0,
+ * the page faults of its metadata).  The first request that needs jemalloc
+ * (a bypass, a class past its carve limit, an API pool) starts it.
  */
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <string.h>
 #include <sys/mman.h>
 
@@ -21,39 +30,73 @@
 mp_heap_t mp_heap;
 
 #define MAX_ARENAS 4096
-/* Bump pointer of each slot: MP_CLASS_MAX class slots, then the bypass area. */
+#define PAGE_SHIFT 12
+/* Each slot (MP_CLASS_MAX class slots, then the bypass area) is used from
+ * both ends: jemalloc's extents from the bottom, carved blocks from the top.
+ * Both bounds, in pages from the slot's base, share one word so that either
+ * end moves with one compare-and-swap. */
 typedef struct slot {
-    _Atomic uintptr_t next;
-    uintptr_t end;
+    uintptr_t base;
+    _Atomic uint64_t bounds; /* low 32 bits: next page from the bottom; high 32: end page */
 } slot_t;
 static slot_t slots[MP_CLASS_MAX + 1];
 static int16_t slot_of_arena[MAX_ARENAS]; /* -1: not ours */
 static pthread_mutex_t arena_lock = PTHREAD_MUTEX_INITIALIZER;
 static _Atomic size_t mapped_bytes;
 
+static inline uint64_t bounds_of(uint64_t next, uint64_t end) { return next | end << 32; }
+static inline uint64_t next_of(uint64_t b) { return b & 0xffffffffu; }
+static inline uint64_t end_of(uint64_t b) { return b >> 32; }
+
 static void *hook_alloc(extent_hooks_t *h, void *new_addr, size_t size, size_t alignment,
                         bool *zero, bool *commit, unsigned arena_ind)
 {
     (void)h;
-    if (arena_ind >= MAX_ARENAS || slot_of_arena[arena_ind] < 0)
+    if (arena_ind >= MAX_ARENAS || slot_of_arena[arena_ind] < 0 || size == 0)
         return NULL;
     slot_t *s = &slots[slot_of_arena[arena_ind]];
     if (alignment < 4096)
         alignment = 4096;
-    uintptr_t cur = atomic_load(&s->next), start;
-    do {
+    uint64_t b = atomic_load(&s->bounds), pages = (size + 4095) >> PAGE_SHIFT;
+    uintptr_t start;
+    for (;;) {
+        uintptr_t cur = s->base + (next_of(b) << PAGE_SHIFT);
         start = (cur + alignment - 1) & ~(uintptr_t)(alignment - 1);
-        if (start < cur || start + size < start || start + size > s->end)
+        uint64_t first = (start - s->base) >> PAGE_SHIFT;
+        if (start < cur || first + pages > end_of(b))
             return NULL; /* slot exhausted: the caller falls back */
         if (new_addr != NULL && (uintptr_t)new_addr != start)
             return NULL; /* in-place growth only at the bump pointer */
-    } while (!atomic_compare_exchange_weak(&s->next, &cur, start + size));
+        if (atomic_compare_exchange_weak(&s->bounds, &b, bounds_of(first + pages, end_of(b))))
+            break;
+    }
     if (mprotect((void *)start, size, PROT_READ | PROT_WRITE) != 0)
         return NULL; /* the range stays consumed; jemalloc retries elsewhere */
     atomic_fetch_add(&mapped_bytes, size);
     *zero = true; /* never touched before */
     *commit = true;
     return (void *)start;
+}
+
+void *mp_heap_carve(unsigned cls, size_t bytes)
+{
+    slot_t *s = &slots[cls];
+    uint64_t b = atomic_load(&s->bounds), pages = (bytes + 4095) >> PAGE_SHIFT;
+    do {
+        if (end_of(b) < next_of(b) + pages)
+            return NULL; /* the slot is full */
+    } while (!atomic_compare_exchange_weak(&s->bounds, &b, bounds_of(next_of(b), end_of(b) - pages)));
+    void *p = (void *)(s->base + ((end_of(b) - pages) << PAGE_SHIFT));
+    if (mprotect(p, pages << PAGE_SHIFT, PROT_READ | PROT_WRITE) != 0)
+        return NULL; /* the range stays consumed */
+    atomic_fetch_add(&mapped_bytes, pages << PAGE_SHIFT);
+    return p;
+}
+
+bool mp_heap_is_carved(unsigned cls, const void *p)
+{
+    const slot_t *s = &slots[cls];
+    return (uintptr_t)p >= s->base + (end_of(atomic_load_explicit(&s->bounds, memory_order_relaxed)) << PAGE_SHIFT);
 }
 
 /* Keep the extent (jemalloc retains and reuses it). */
@@ -129,9 +172,12 @@ static unsigned create_arena(int slot)
     return ind;
 }
 
-bool mp_heap_init(size_t reserve)
+static void (*on_start)(void);
+
+bool mp_heap_init(size_t reserve, void (*started)(void))
 {
     memset(slot_of_arena, 0xff, sizeof(slot_of_arena));
+    on_start = started;
     void *p = MAP_FAILED;
     /* Power of two, so that class slots are a shift apart. */
     size_t want = (size_t)1 << (63 - __builtin_clzll(reserve));
@@ -155,38 +201,62 @@ bool mp_heap_init(size_t reserve)
         /* Start each slot a different number of pages in: slots are a power
          * of two apart, and the busy first pages of every class would
          * otherwise share the same TLB sets. */
-        slots[i].next = base + i * slot + ((i * 67u) % 512u) * 4096u;
-        slots[i].end = base + (i + 1) * slot;
+        slots[i].base = base + i * slot;
+        slots[i].bounds = bounds_of((i * 67u) % 512u, slot >> PAGE_SHIFT);
     }
-    slots[MP_CLASS_MAX].next = base + want / 2;
-    slots[MP_CLASS_MAX].end = base + want;
+    uint64_t bypass_pages = (want / 2) >> PAGE_SHIFT;
+    slots[MP_CLASS_MAX].base = base + want / 2;
+    slots[MP_CLASS_MAX].bounds = bounds_of(0, bypass_pages < UINT32_MAX ? bypass_pages : UINT32_MAX);
     mp_heap.slot_shift = (unsigned)__builtin_ctzll(slot);
-
-    unsigned bypass = create_arena(MP_CLASS_MAX);
-    if (bypass == 0) {
-        munmap(p, want);
-        mp_log(MP_LOG_INFO, "cannot create a jemalloc arena; the shim passes every call to libc");
-        return false;
-    }
-    mp_heap.bypass_arena = bypass;
     mp_heap.class_span = want / 2;
     mp_heap.size = want;
     mp_heap.base = base; /* last: from now on pointers are recognised */
     return true;
 }
 
-/* Misses of each class before its arena exists (MEMPOOL_HOST_COLD_MISSES). */
-static _Atomic uint64_t cold_misses[MP_CLASS_MAX];
+/* ---- starting jemalloc ------------------------------------------------------ */
+
+enum { JE_OFF, JE_STARTING, JE_ON, JE_FAILED };
+static _Atomic int je_state;
+static _Thread_local bool starting_here __attribute__((tls_model("initial-exec")));
+
+unsigned mp_heap_start(void)
+{
+    unsigned a = atomic_load_explicit(&mp_heap.bypass_arena, memory_order_acquire);
+    if (a != 0 || starting_here || atomic_load(&je_state) == JE_FAILED)
+        return a; /* 0 when nested inside the start (the caller falls back to libc) */
+    pthread_mutex_lock(&arena_lock);
+    a = atomic_load(&mp_heap.bypass_arena);
+    if (a == 0 && atomic_load(&je_state) == JE_OFF) {
+        starting_here = true;
+        atomic_store(&je_state, JE_STARTING);
+        a = create_arena(MP_CLASS_MAX); /* jemalloc's own start-up happens here */
+        if (a != 0 && on_start != NULL)
+            on_start(); /* fork handlers that must follow jemalloc's */
+        atomic_store_explicit(&mp_heap.bypass_arena, a, memory_order_release);
+        atomic_store(&je_state, a != 0 ? JE_ON : JE_FAILED);
+        starting_here = false;
+        if (a == 0)
+            mp_log(MP_LOG_INFO, "cannot create a jemalloc arena; large blocks come from libc");
+    }
+    pthread_mutex_unlock(&arena_lock);
+    return a;
+}
+
+bool mp_heap_started(void) { return atomic_load(&je_state) == JE_ON; }
+
+void mp_heap_fork_wait_start(void)
+{
+    while (atomic_load(&je_state) == JE_STARTING && !starting_here)
+        sched_yield();
+}
 
 unsigned mp_heap_class_arena(unsigned cls)
 {
     unsigned a = atomic_load_explicit(&mp_heap.class_arena[cls], memory_order_acquire);
     if (mp_likely(a != 0))
         return a;
-    /* A cold class: the caller serves it from the bypass arena (never in
-     * debug mode, whose checks need the class's blocks). */
-    if (!mp_debug_on
-        && atomic_fetch_add_explicit(&cold_misses[cls], 1, memory_order_relaxed) < mp_opt(MP_OPT_HOST_COLD_MISSES))
+    if (mp_heap_bypass_arena() == 0)
         return 0;
     pthread_mutex_lock(&arena_lock);
     a = atomic_load(&mp_heap.class_arena[cls]);

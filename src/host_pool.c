@@ -38,13 +38,20 @@ typedef struct shared_pool {
     void **slots;           /* cap entries, mapped on first use */
     _Atomic uint64_t count; /* written under lock, peeked without */
     uint64_t cap;
+    /* Carving (under lock): the chunk being cut, bytes carved so far, and
+     * trimmed carved blocks (a list through their first word: carved memory
+     * is never returned, it serves the class's next misses). */
+    uintptr_t carve_cur, carve_end;
+    uint64_t carved;
+    void *_Atomic carve_spare;
 } __attribute__((aligned(64))) shared_pool_t;
 
-static shared_pool_t shared[MP_CLASS_MAX];
 static _Atomic uint64_t shared_bytes;
 static uint64_t shared_limit;
 static bool pooling;  /* false: MEMPOOL_DISABLE or MEMPOOL_HOST=0 */
 static bool counting; /* false: MEMPOOL_DISABLE, a bare pass-through to jemalloc */
+static uint64_t carve_limit; /* MEMPOOL_HOST_CARVE_LIMIT */
+#define CARVE_CHUNK 16384
 
 /* Thread caches of exited threads point here: no bin takes a block, so
  * every call of such a thread takes the slow path. */
@@ -130,12 +137,27 @@ static void count_release(mp_tcache_t *tc, unsigned cls)
 
 /* ---- jemalloc side --------------------------------------------------------- */
 
-/* Return n blocks of class cls to jemalloc (a trim). */
+static shared_pool_t shared[MP_CLASS_MAX];
+
+/* Return n blocks of class cls to jemalloc (a trim).  Carved blocks are not
+ * jemalloc's: they wait on the class's spare list, still reserved. */
 static void trim_blocks(unsigned cls, void *const *blocks, uint64_t n)
 {
     size_t cs = mp_sc.size[cls];
-    for (uint64_t i = 0; i < n; i++)
+    uint64_t carved = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        if (mp_unlikely(mp_heap_is_carved(cls, blocks[i]))) {
+            shared_pool_t *sp = &shared[cls];
+            pthread_mutex_lock(&sp->lock);
+            *(void **)blocks[i] = atomic_load_explicit(&sp->carve_spare, memory_order_relaxed);
+            atomic_store_explicit(&sp->carve_spare, blocks[i], memory_order_relaxed);
+            pthread_mutex_unlock(&sp->lock);
+            carved++;
+            continue;
+        }
         je_sdallocx(blocks[i], cs, 0);
+    }
+    n -= carved;
     mp_class_stats_t *s = &mp_class_stats[cls];
     atomic_fetch_add_explicit(&s->trims, n, memory_order_relaxed);
     atomic_fetch_add_explicit(&s->trim_bytes, n * cs, memory_order_relaxed);
@@ -155,9 +177,9 @@ static void bypass_inuse_add(int64_t bytes)
  * (or the reverse), and a block's area is how we tell the two apart.
  * Bypass requests are large (> MEMPOOL_HOST_MAX_BLOCK_SIZE), so the extra
  * cost is small; without pooling nothing is classed and the cache is used. */
-static inline int bypass_flags(void)
+static inline int bypass_flags(unsigned arena)
 {
-    return MALLOCX_ARENA(mp_heap.bypass_arena) | (pooling ? MALLOCX_TCACHE_NONE : 0);
+    return MALLOCX_ARENA(arena) | (pooling ? MALLOCX_TCACHE_NONE : 0);
 }
 
 static inline bool in_heap(const void *p) { return (uintptr_t)p - mp_heap.base < mp_heap.size; }
@@ -168,14 +190,15 @@ static void *bypass_alloc(size_t size, size_t align, bool zero)
         errno = ENOMEM;
         return NULL;
     }
-    int flags = bypass_flags();
+    unsigned arena = mp_heap_bypass_arena(); /* 0: jemalloc could not start, or is starting here */
+    int flags = bypass_flags(arena);
     if (align > 16)
         flags |= MALLOCX_ALIGN(align);
     if (zero)
         flags |= MALLOCX_ZERO;
     bool sampled = counting && mp_callsite_sample_host(size);
     uint64_t t0 = sampled ? mp_now_ns() : 0;
-    void *p = mp_je_fails() ? NULL : je_mallocx(size ? size : 1, flags);
+    void *p = arena == 0 || mp_je_fails() ? NULL : je_mallocx(size ? size : 1, flags);
     if (sampled && p != NULL)
         mp_callsite_record(MP_SITE_HOST, size, size, mp_now_ns() - t0);
     if (mp_unlikely(p != NULL && !in_heap(p))) {
@@ -211,19 +234,62 @@ static void bypass_free(void *p)
     if (mp_unlikely(mp_debug_on) && !mp_debug_free(p, je_sallocx(p, 0)))
         return;
     if (!counting) {
-        je_dallocx(p, bypass_flags());
+        je_dallocx(p, bypass_flags(mp_heap.bypass_arena));
         return;
     }
     int64_t us = (int64_t)je_sallocx(p, 0);
     atomic_fetch_add_explicit(&mp_bypass_stats.releases, 1, memory_order_relaxed);
     bypass_inuse_add(-us);
-    je_dallocx(p, bypass_flags());
+    je_dallocx(p, bypass_flags(mp_heap.bypass_arena));
 }
 
-/* A new block of class cls from its jemalloc arena (a miss). */
+/* A block carved from the class's own range, or a trimmed carved one;
+ * NULL past MEMPOOL_HOST_CARVE_LIMIT. */
+static void *carve_block(unsigned cls, size_t cs, bool *fresh)
+{
+    shared_pool_t *sp = &shared[cls];
+    void *p = NULL;
+    pthread_mutex_lock(&sp->lock);
+    p = atomic_load_explicit(&sp->carve_spare, memory_order_relaxed);
+    if (p != NULL) {
+        atomic_store_explicit(&sp->carve_spare, *(void **)p, memory_order_relaxed);
+        *fresh = false;
+    } else if (atomic_load_explicit(&mp_heap.class_arena[cls], memory_order_relaxed) == 0) {
+        if (sp->carve_cur + cs > sp->carve_end) {
+            size_t chunk = cs > CARVE_CHUNK ? (cs + 4095) & ~(size_t)4095 : CARVE_CHUNK;
+            void *c = sp->carved + chunk <= carve_limit ? mp_heap_carve(cls, chunk) : NULL;
+            if (c != NULL) {
+                sp->carve_cur = (uintptr_t)c;
+                sp->carve_end = (uintptr_t)c + chunk;
+                sp->carved += chunk;
+            }
+        }
+        if (sp->carve_cur + cs <= sp->carve_end) {
+            p = (void *)sp->carve_cur;
+            sp->carve_cur += cs;
+            *fresh = true;
+        }
+    }
+    pthread_mutex_unlock(&sp->lock);
+    return p;
+}
+
+/* A new block of class cls (a miss): carved while the class is small, then
+ * from its jemalloc arena. */
 static void *class_miss(unsigned cls)
 {
     size_t cs = mp_sc.size[cls];
+    shared_pool_t *sp = &shared[cls];
+    if (atomic_load_explicit(&mp_heap.class_arena[cls], memory_order_relaxed) == 0
+        || atomic_load_explicit(&sp->carve_spare, memory_order_relaxed) != NULL) {
+        bool fresh = false;
+        void *p = carve_block(cls, cs, &fresh);
+        if (p != NULL) {
+            if (fresh)
+                reserved_add(cls, (int64_t)cs);
+            return p;
+        }
+    }
     unsigned arena = mp_heap_class_arena(cls);
     int flags = MALLOCX_ARENA(arena);
     /* jemalloc offsets large blocks (>= 16 KiB) randomly within their first
@@ -234,8 +300,8 @@ static void *class_miss(unsigned cls)
     void *p = arena && !mp_je_fails() ? je_mallocx(cs, flags) : NULL;
     if (mp_unlikely(p == NULL || ((uintptr_t)p & (mp_sc.align[cls] - 1)) != 0
                     || (uintptr_t)p - mp_heap.base >= mp_heap.class_span)) {
-        /* A cold class (no arena yet: MEMPOOL_HOST_COLD_MISSES), slot
-         * exhausted, or a block from elsewhere: serve it unpooled. */
+        /* No arena (jemalloc could not start), slot exhausted, or a block
+         * from elsewhere: serve it unpooled. */
         if (p)
             je_dallocx(p, MALLOCX_TCACHE_NONE);
         return NULL;
@@ -428,6 +494,7 @@ void mp_host_init(void)
         memset(mp_sc.realloc_max, 0, sizeof(mp_sc.realloc_max));
     counting = !mp_opt(MP_OPT_DISABLE);
     shared_limit = mp_opt(MP_OPT_HOST_CACHE_LIMIT);
+    carve_limit = mp_opt(MP_OPT_HOST_CARVE_LIMIT);
     for (unsigned c = 0; c < MP_CLASS_MAX; c++) {
         pthread_mutex_init(&shared[c].lock, NULL);
         shared[c].cap = mp_opt(MP_OPT_HOST_MAX_BLOCKS);
@@ -618,7 +685,7 @@ void *mp_host_realloc(void *p, size_t size)
              * xallocx never moves a block, so the result stays in our range;
              * otherwise fall through to allocate-copy-free. */
             int64_t old = (int64_t)je_sallocx(p, 0);
-            size_t now = je_xallocx(p, size, 0, bypass_flags());
+            size_t now = je_xallocx(p, size, 0, bypass_flags(mp_heap.bypass_arena));
             if (now >= size) {
                 if (counting)
                     bypass_inuse_add((int64_t)now - old);
@@ -728,10 +795,9 @@ void mp_host_fork_parent(void)
     pthread_mutex_unlock(&registry_lock);
 }
 
-void mp_host_fork_child(void)
+void mp_host_fork_child_adopt(void)
 {
-    for (unsigned c = 0; c < MP_CLASS_MAX; c++)
-        pthread_mutex_unlock(&shared[c].lock);
+    pthread_mutex_lock(&registry_lock);
     mp_tcache_t *mine = mp_tls_tcache, *tc = registry;
     while (tc) {
         mp_tcache_t *next = tc->next;

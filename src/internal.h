@@ -121,20 +121,38 @@ typedef struct mp_heap {
     size_t size;         /* bytes reserved */
     size_t class_span;   /* bytes covered by the class slots */
     unsigned slot_shift; /* log2(bytes per class slot) */
-    unsigned bypass_arena;
+    _Atomic unsigned bypass_arena;               /* 0 = jemalloc not started */
     _Atomic unsigned class_arena[MP_CLASS_MAX]; /* 0 = not created yet */
 } mp_heap_t;
 
 extern mp_heap_t mp_heap;
-/* Reserve the range (halving down to 1 GiB) and create the bypass arena.
- * Returns false if no memory could be reserved. */
-bool mp_heap_init(size_t reserve);
-/* jemalloc arena index of a class, created on first use; 0 on failure. */
+/* Reserve the range (halving down to 1 GiB); jemalloc is not started yet.
+ * `started` runs once jemalloc has started (its fork handlers registered),
+ * with the arena lock held.  Returns false if no memory could be reserved. */
+bool mp_heap_init(size_t reserve, void (*started)(void));
+/* Start jemalloc and create the bypass arena, once; its index, or 0 if it
+ * failed or this thread is inside the start (the caller uses libc). */
+unsigned mp_heap_start(void);
+static inline unsigned mp_heap_bypass_arena(void)
+{
+    unsigned a = atomic_load_explicit(&mp_heap.bypass_arena, memory_order_acquire);
+    return mp_likely(a != 0) ? a : mp_heap_start();
+}
+bool mp_heap_started(void);
+/* fork(): wait while another thread starts jemalloc. */
+void mp_heap_fork_wait_start(void);
+/* jemalloc arena index of a class, created on first use (starting
+ * jemalloc); 0 on failure. */
 unsigned mp_heap_class_arena(unsigned cls);
+/* bytes (rounded up to pages) from the top of class cls's slot, readable
+ * and writable, never handed to jemalloc; NULL when the slot is full. */
+void *mp_heap_carve(unsigned cls, size_t bytes);
+/* Whether p, a block of class cls, was carved (not jemalloc's). */
+bool mp_heap_is_carved(unsigned cls, const void *p);
 /* fork(): hold the arena-creation lock across it (child: same unlock). */
 void mp_heap_fork_prepare(void);
 void mp_heap_fork_parent(void);
-/* Bytes of the class-slot area handed to jemalloc so far (for stats). */
+/* Bytes of the range made accessible so far (for stats). */
 size_t mp_heap_mapped(void);
 
 enum { MP_PTR_CLASS, MP_PTR_BYPASS, MP_PTR_FOREIGN, MP_PTR_NULL };
@@ -256,7 +274,9 @@ size_t mp_host_trim(void);
 void mp_host_thread_exit(void *tc);
 void mp_host_fork_prepare(void);
 void mp_host_fork_parent(void);
-void mp_host_fork_child(void);
+/* Child: after the unlock (mp_host_fork_parent), take over the caches of
+ * the threads that do not exist in the child (may call jemalloc). */
+void mp_host_fork_child_adopt(void);
 /* Zero the event counters, peaks to current levels (the child of a fork). */
 void mp_host_stats_reset(void);
 /* Add the live thread caches' counters; the callback runs with the registry

@@ -215,7 +215,8 @@ MP_PUBLIC int mempool_create(const mempool_config_t *cfg, mempool_t **out)
     if (slot < 0)
         return -EINVAL; /* more than API_POOLS pools */
     /* Books come from mmap-backed pool memory, never from malloc. */
-    p = je_mallocx(sizeof(*p), MALLOCX_ARENA(mp_heap.bypass_arena) | MALLOCX_TCACHE_NONE | MALLOCX_ZERO);
+    unsigned arena = mp_heap_bypass_arena();
+    p = arena ? je_mallocx(sizeof(*p), MALLOCX_ARENA(arena) | MALLOCX_TCACHE_NONE | MALLOCX_ZERO) : NULL;
     if (p == NULL)
         return -ENOMEM;
     p->kind = c.kind;
@@ -248,7 +249,7 @@ MP_PUBLIC int mempool_create(const mempool_config_t *cfg, mempool_t **out)
         err = open_cuda_pool(p, &c);
     }
     if (err) {
-        je_dallocx(p, MALLOCX_ARENA(mp_heap.bypass_arena) | MALLOCX_TCACHE_NONE);
+        je_dallocx(p, MALLOCX_ARENA(mp_heap_bypass_arena()) | MALLOCX_TCACHE_NONE);
         return err;
     }
     pthread_mutex_lock(&reg_lock);
@@ -298,7 +299,7 @@ MP_PUBLIC int mempool_destroy(mempool_t *pool)
             registry[i] = NULL;
     pthread_mutex_unlock(&reg_lock);
     pool->magic = 0;
-    je_dallocx(pool, MALLOCX_ARENA(mp_heap.bypass_arena) | MALLOCX_TCACHE_NONE);
+    je_dallocx(pool, MALLOCX_ARENA(mp_heap_bypass_arena()) | MALLOCX_TCACHE_NONE);
     return 0;
 }
 

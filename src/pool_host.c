@@ -188,8 +188,9 @@ static unsigned node_arena(int node)
 {
     static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
     static unsigned arenas[64];
-    if (node < 0 || node >= 64)
-        return mp_heap.bypass_arena;
+    unsigned fallback = mp_heap_bypass_arena(); /* also starts jemalloc before arenas.create */
+    if (node < 0 || node >= 64 || fallback == 0)
+        return fallback;
     pthread_mutex_lock(&lock);
     if (arenas[node] == 0) {
         unsigned ind = 0;
@@ -197,7 +198,7 @@ static unsigned node_arena(int node)
         if (je_mallctl("arenas.create", &ind, &sz, NULL, 0) == 0)
             arenas[node] = ind;
     }
-    unsigned a = arenas[node] ? arenas[node] : mp_heap.bypass_arena;
+    unsigned a = arenas[node] ? arenas[node] : fallback;
     pthread_mutex_unlock(&lock);
     return a;
 }
@@ -423,7 +424,7 @@ int mp_hpool_create(const mp_hpool_cfg_t *cfg, mp_hpool_t **out)
     hp->plain = !hp->limited && !hp->zero;
     hp->classed = cfg->scheme != MP_HPOOL_EXACT;
     hp->st.device = -1;
-    hp->arena = cfg->numa >= 0 ? node_arena(cfg->numa) : mp_heap.bypass_arena;
+    hp->arena = cfg->numa >= 0 ? node_arena(cfg->numa) : mp_heap_bypass_arena();
     if (hp->classed) {
         mp_size_classes_init(&hp->sc, cfg->scheme, cfg->max_block);
         for (unsigned c = 0; c < hp->sc.count; c++)

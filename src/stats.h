@@ -12,16 +12,16 @@
 #define MP_ROW_COUNTERS(X)                                                    \
     X(requests, "requests served (hits + misses [+ bypasses])")             \
     X(hits, "served from a cache")                                          \
-    X(misses, "served by a new block from jemalloc")                        \
+    X(misses, "served by a new block (carved, or from jemalloc)")                        \
     X(releases, "blocks freed back to the pool")                            \
     X(bytes_requested, "bytes asked for")                                   \
     X(bytes_served_from_cache, "bytes of the blocks reused (memory saved)") \
-    X(trims, "cached blocks returned to jemalloc (limits, malloc_trim)")    \
+    X(trims, "cached blocks returned to jemalloc (limits, malloc_trim; carved blocks stay)")    \
     X(trim_bytes, "bytes of those blocks")
 
 #define MP_ROW_LEVELS(X)                                                      \
     X(bytes_in_use, "bytes of blocks handed out and not freed")             \
-    X(bytes_reserved, "bytes the pool holds from jemalloc: in use + cached")
+    X(bytes_reserved, "bytes the pool holds (carved or jemalloc's): in use + cached")
 
 typedef struct mp_row {
     size_t size; /* class size; 0 for totals */

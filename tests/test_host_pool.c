@@ -31,34 +31,75 @@ static void start(void)
     ck_assert_int_eq(mp_init(), MP_STATE_READY);
 }
 
-START_TEST(cold_class_starts_unpooled)
+START_TEST(small_class_is_carved_then_gets_an_arena)
 {
-    /* The default MEMPOOL_HOST_COLD_MISSES (the suite's environment says 0):
-     * a class's first 4 misses come from the bypass arena, unpooled; the
-     * 5th creates the class's arena, and from then on it pools. */
+    /* MEMPOOL_HOST_CARVE_LIMIT (the suite's environment says 0): a class's
+     * first blocks are carved from the top of its own slot, 16 KiB at a
+     * time, without jemalloc; past the limit its arena is created. */
+    setenv("MEMPOOL_HOST_CARVE_LIMIT", "32K", 1);
     start();
-    mp_opt_values[MP_OPT_HOST_COLD_MISSES] = 4;
     unsigned c = mp_size_class_of(&mp_sc, 3000);
-    ck_assert_uint_eq(atomic_load(&mp_heap.class_arena[c]), 0);
-    void *p[5];
-    for (int i = 0; i < 4; i++) {
+    size_t cs = mp_sc.size[c];
+    size_t carvable = 2 * (16384 / cs); /* two chunks */
+    ck_assert_uint_ge(carvable, 2);
+    void *p[64];
+    ck_assert_uint_lt(carvable + 1, 64);
+    for (size_t i = 0; i < carvable; i++) {
         p[i] = mp_malloc(3000);
         ck_assert_ptr_nonnull(p[i]);
-        ck_assert_uint_ge((uintptr_t)p[i] - mp_heap.base, mp_heap.class_span); /* the bypass half */
+        ck_assert_uint_eq(((uintptr_t)p[i] - mp_heap.base) >> mp_heap.slot_shift, c); /* its class slot */
+        ck_assert(mp_heap_is_carved(c, p[i]));
+        memset(p[i], 0xab, 3000);
     }
     ck_assert_uint_eq(atomic_load(&mp_heap.class_arena[c]), 0);
-    mp_stats_snapshot(&snap);
-    ck_assert_uint_eq(snap.bypasses, 4);
-    p[4] = mp_malloc(3000);
+    ck_assert(!mp_heap_started()); /* nothing needed jemalloc yet */
+    p[carvable] = mp_malloc(3000);
     ck_assert_uint_ne(atomic_load(&mp_heap.class_arena[c]), 0);
-    ck_assert_uint_lt((uintptr_t)p[4] - mp_heap.base, mp_heap.class_span); /* its class slot */
-    for (int i = 0; i < 5; i++)
-        mp_free(p[i]);
-    ck_assert_ptr_eq(mp_malloc(3000), p[4]); /* pooled: a hit */
+    ck_assert(mp_heap_started());
+    ck_assert_uint_eq(((uintptr_t)p[carvable] - mp_heap.base) >> mp_heap.slot_shift, c);
+    ck_assert(!mp_heap_is_carved(c, p[carvable]));
     const mp_row_t *r = row_of(3000);
-    ck_assert_uint_eq(r->misses, 1);
+    ck_assert_uint_eq(r->misses, carvable + 1);
+    ck_assert_uint_eq(r->bytes_reserved, (carvable + 1) * cs);
+    mp_stats_snapshot(&snap);
+    ck_assert_uint_eq(snap.bypasses, 0);
+    for (size_t i = 0; i <= carvable; i++)
+        mp_free(p[i]);
+    ck_assert_ptr_eq(mp_malloc(3000), p[carvable]); /* pooled: a hit, the last freed first */
+    r = row_of(3000);
     ck_assert_uint_eq(r->hits, 1);
-    ck_assert_uint_eq(snap.bypasses, 4);
+    mp_free(p[carvable]);
+    /* A trim gives jemalloc its one block; the carved ones stay reserved
+     * and serve the next misses. */
+    mp_host_trim();
+    r = row_of(3000);
+    ck_assert_uint_eq(r->trims, 1);
+    ck_assert_uint_eq(r->bytes_reserved, carvable * cs);
+    for (size_t i = 0; i < carvable; i++) {
+        void *q = mp_malloc(3000);
+        ck_assert(mp_heap_is_carved(c, q));
+    }
+    r = row_of(3000);
+    ck_assert_uint_eq(r->misses, 2 * carvable + 1);
+    ck_assert_uint_eq(r->bytes_reserved, carvable * cs);
+}
+END_TEST
+
+START_TEST(jemalloc_starts_at_first_bypass)
+{
+    setenv("MEMPOOL_HOST_CARVE_LIMIT", "64K", 1);
+    start();
+    void *s = mp_malloc(100);
+    ck_assert_ptr_nonnull(s);
+    ck_assert(!mp_heap_started());
+    ck_assert_uint_eq(atomic_load(&mp_heap.bypass_arena), 0);
+    void *big = mp_malloc(1 << 20);
+    ck_assert_ptr_nonnull(big);
+    ck_assert(mp_heap_started());
+    ck_assert_uint_ge((uintptr_t)big - mp_heap.base, mp_heap.class_span); /* the bypass half */
+    ck_assert_uint_lt((uintptr_t)big - mp_heap.base, mp_heap.size);
+    mp_free(big);
+    mp_free(s);
 }
 END_TEST
 
@@ -463,7 +504,8 @@ static Suite *host_pool_suite(void)
 {
     Suite *s = suite_create("host_pool");
     TCase *tc = tcase_create("pool");
-    tcase_add_test(tc, cold_class_starts_unpooled);
+    tcase_add_test(tc, small_class_is_carved_then_gets_an_arena);
+    tcase_add_test(tc, jemalloc_starts_at_first_bypass);
     tcase_add_test(tc, free_then_malloc_is_a_hit);
     tcase_add_test(tc, large_requests_bypass);
     tcase_add_test(tc, thread_cache_spills_to_shared_pool);

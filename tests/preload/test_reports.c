@@ -61,8 +61,7 @@ START_TEST(call_sites_name_the_two_functions)
         "assert names == [\"report_app_alpha\", \"report_app_beta\"], names\n"
         "a, b = top\n"
         "assert 290 <= a[\"misses\"] <= 300 and 90 <= b[\"misses\"] <= 100, (a, b)\n"
-        /* the first misses of a class are bypasses of the size asked for
-         * (MEMPOOL_HOST_COLD_MISSES) */
+        /* the class of the size asked for (4000 bytes) */
         "assert max(a[\"size_classes\"], key=lambda c: c[\"samples\"])[\"size\"] == 4096, a\n"
         "assert b[\"bytes\"] == b[\"misses\"] * 9000, b\n"
         "assert a[\"frames\"][1][\"function\"] == \"main\", a[\"frames\"]\n"
