@@ -43,7 +43,7 @@ __attribute__((always_inline)) static inline void mp_free(void *p)
 {
     uintptr_t off = (uintptr_t)p - mp_heap.base;
     if (mp_likely(off < mp_heap.class_span)) {
-        unsigned cls = (unsigned)(off >> mp_heap.slot_shift);
+        unsigned cls = mp_class_of_offset(off);
         mp_tcache_t *tc = mp_tls_tcache;
         if (mp_likely(tc != NULL)) {
             mp_tclass_t *b = &tc->cl[cls];
@@ -70,7 +70,7 @@ __attribute__((always_inline)) static inline void *mp_realloc(void *p, size_t si
 {
     uintptr_t off = (uintptr_t)p - mp_heap.base;
     if (mp_likely(off < mp_heap.class_span && size != 0)) {
-        unsigned cls = (unsigned)(off >> mp_heap.slot_shift);
+        unsigned cls = mp_class_of_offset(off);
         if (size <= mp_sc.realloc_max[cls] && size >= mp_sc.realloc_max[cls] / 2)
             return p; /* fits, and shrinking by less than half keeps it */
     }

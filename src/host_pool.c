@@ -38,11 +38,8 @@ typedef struct shared_pool {
     void **slots;           /* cap entries, mapped on first use */
     _Atomic uint64_t count; /* written under lock, peeked without */
     uint64_t cap;
-    /* Carving (under lock): the chunk being cut, bytes carved so far, and
-     * trimmed carved blocks (a list through their first word: carved memory
-     * is never returned, it serves the class's next misses). */
-    uintptr_t carve_cur, carve_end;
-    uint64_t carved;
+    /* Trimmed carved blocks (under lock; a list through their first word):
+     * carved memory is never returned, it serves the class's next misses. */
     void *_Atomic carve_spare;
 } __attribute__((aligned(64))) shared_pool_t;
 
@@ -51,7 +48,6 @@ static uint64_t shared_limit;
 static bool pooling;  /* false: MEMPOOL_DISABLE or MEMPOOL_HOST=0 */
 static bool counting; /* false: MEMPOOL_DISABLE, a bare pass-through to jemalloc */
 static uint64_t carve_limit; /* MEMPOOL_HOST_CARVE_LIMIT */
-#define CARVE_CHUNK 16384
 
 /* Thread caches of exited threads point here: no bin takes a block, so
  * every call of such a thread takes the slow path. */
@@ -146,7 +142,7 @@ static void trim_blocks(unsigned cls, void *const *blocks, uint64_t n)
     size_t cs = mp_sc.size[cls];
     uint64_t carved = 0;
     for (uint64_t i = 0; i < n; i++) {
-        if (mp_unlikely(mp_heap_is_carved(cls, blocks[i]))) {
+        if (mp_unlikely(mp_heap_is_carved(blocks[i]))) {
             shared_pool_t *sp = &shared[cls];
             pthread_mutex_lock(&sp->lock);
             *(void **)blocks[i] = atomic_load_explicit(&sp->carve_spare, memory_order_relaxed);
@@ -243,33 +239,16 @@ static void bypass_free(void *p)
     je_dallocx(p, bypass_flags(mp_heap.bypass_arena));
 }
 
-/* A block carved from the class's own range, or a trimmed carved one;
- * NULL past MEMPOOL_HOST_CARVE_LIMIT. */
-static void *carve_block(unsigned cls, size_t cs, bool *fresh)
+/* A trimmed carved block of class cls, if any. */
+static void *carve_spare(unsigned cls)
 {
     shared_pool_t *sp = &shared[cls];
-    void *p = NULL;
+    if (atomic_load_explicit(&sp->carve_spare, memory_order_relaxed) == NULL)
+        return NULL; /* racy peek: a wrong answer only costs a new block */
     pthread_mutex_lock(&sp->lock);
-    p = atomic_load_explicit(&sp->carve_spare, memory_order_relaxed);
-    if (p != NULL) {
+    void *p = atomic_load_explicit(&sp->carve_spare, memory_order_relaxed);
+    if (p != NULL)
         atomic_store_explicit(&sp->carve_spare, *(void **)p, memory_order_relaxed);
-        *fresh = false;
-    } else if (atomic_load_explicit(&mp_heap.class_arena[cls], memory_order_relaxed) == 0) {
-        if (sp->carve_cur + cs > sp->carve_end) {
-            size_t chunk = cs > CARVE_CHUNK ? (cs + 4095) & ~(size_t)4095 : CARVE_CHUNK;
-            void *c = sp->carved + chunk <= carve_limit ? mp_heap_carve(cls, chunk) : NULL;
-            if (c != NULL) {
-                sp->carve_cur = (uintptr_t)c;
-                sp->carve_end = (uintptr_t)c + chunk;
-                sp->carved += chunk;
-            }
-        }
-        if (sp->carve_cur + cs <= sp->carve_end) {
-            p = (void *)sp->carve_cur;
-            sp->carve_cur += cs;
-            *fresh = true;
-        }
-    }
     pthread_mutex_unlock(&sp->lock);
     return p;
 }
@@ -279,16 +258,13 @@ static void *carve_block(unsigned cls, size_t cs, bool *fresh)
 static void *class_miss(unsigned cls)
 {
     size_t cs = mp_sc.size[cls];
-    shared_pool_t *sp = &shared[cls];
+    void *p = carve_spare(cls);
+    if (p != NULL)
+        return p; /* still counted as reserved */
     if (atomic_load_explicit(&mp_heap.class_arena[cls], memory_order_relaxed) == 0
-        || atomic_load_explicit(&sp->carve_spare, memory_order_relaxed) != NULL) {
-        bool fresh = false;
-        void *p = carve_block(cls, cs, &fresh);
-        if (p != NULL) {
-            if (fresh)
-                reserved_add(cls, (int64_t)cs);
-            return p;
-        }
+        && (p = mp_heap_carve(cls, cs, carve_limit)) != NULL) {
+        reserved_add(cls, (int64_t)cs);
+        return p;
     }
     unsigned arena = mp_heap_class_arena(cls);
     int flags = MALLOCX_ARENA(arena);
@@ -297,7 +273,7 @@ static void *class_miss(unsigned cls)
      * page aligned, so aligned requests can be pooled too. */
     if (cs >= 16384)
         flags |= MALLOCX_ALIGN(mp_sc.align[cls]);
-    void *p = arena && !mp_je_fails() ? je_mallocx(cs, flags) : NULL;
+    p = arena && !mp_je_fails() ? je_mallocx(cs, flags) : NULL;
     if (mp_unlikely(p == NULL || ((uintptr_t)p & (mp_sc.align[cls] - 1)) != 0
                     || (uintptr_t)p - mp_heap.base >= mp_heap.class_span)) {
         /* No arena (jemalloc could not start), slot exhausted, or a block

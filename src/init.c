@@ -163,7 +163,7 @@ int mp_init(void)
                                           + (uint64_t)mp_start_mono.tv_nsec);
     mp_size_classes_init(&mp_sc, (int)mp_opt(MP_OPT_HOST_SIZE_CLASSES),
                          (size_t)mp_opt(MP_OPT_HOST_MAX_BLOCK_SIZE));
-    bool ok = mp_heap_init((size_t)mp_opt(MP_OPT_HOST_RESERVE), heap_started);
+    bool ok = mp_heap_init((size_t)mp_opt(MP_OPT_HOST_RESERVE), (size_t)mp_opt(MP_OPT_HOST_CARVE_LIMIT), heap_started);
     mp_host_init();
     if (ok)
         pthread_atfork(host_prepare, host_parent, host_child);

@@ -121,15 +121,19 @@ typedef struct mp_heap {
     size_t size;         /* bytes reserved */
     size_t class_span;   /* bytes covered by the class slots */
     unsigned slot_shift; /* log2(bytes per class slot) */
+    size_t carve_span;     /* the carve area at the start of slot 0: MP_CLASS_MAX stripes */
+    unsigned stripe_shift; /* log2(bytes per stripe) */
     _Atomic unsigned bypass_arena;               /* 0 = jemalloc not started */
     _Atomic unsigned class_arena[MP_CLASS_MAX]; /* 0 = not created yet */
 } mp_heap_t;
 
 extern mp_heap_t mp_heap;
-/* Reserve the range (halving down to 1 GiB); jemalloc is not started yet.
- * `started` runs once jemalloc has started (its fork handlers registered),
- * with the arena lock held.  Returns false if no memory could be reserved. */
-bool mp_heap_init(size_t reserve, void (*started)(void));
+/* Reserve the range (halving down to 1 GiB) and open its carve area (a
+ * stripe of carve_limit bytes, rounded up to a power of two, per class; 0 =
+ * none); jemalloc is not started yet.  `started` runs once jemalloc has
+ * started (its fork handlers registered), with the arena lock held.
+ * Returns false if no memory could be reserved. */
+bool mp_heap_init(size_t reserve, size_t carve_limit, void (*started)(void));
 /* Start jemalloc and create the bypass arena, once; its index, or 0 if it
  * failed or this thread is inside the start (the caller uses libc). */
 unsigned mp_heap_start(void);
@@ -144,11 +148,19 @@ void mp_heap_fork_wait_start(void);
 /* jemalloc arena index of a class, created on first use (starting
  * jemalloc); 0 on failure. */
 unsigned mp_heap_class_arena(unsigned cls);
-/* bytes (rounded up to pages) from the top of class cls's slot, readable
- * and writable, never handed to jemalloc; NULL when the slot is full. */
-void *mp_heap_carve(unsigned cls, size_t bytes);
-/* Whether p, a block of class cls, was carved (not jemalloc's). */
-bool mp_heap_is_carved(unsigned cls, const void *p);
+/* size bytes of class cls's stripe of the carve area (never jemalloc's,
+ * never returned), at most budget bytes in all; NULL past that.  Thread-safe. */
+void *mp_heap_carve(unsigned cls, size_t size, size_t budget);
+/* Whether p (a class block) was carved. */
+static inline bool mp_heap_is_carved(const void *p) { return (uintptr_t)p - mp_heap.base < mp_heap.carve_span; }
+/* The class of the block at offset off < class_span from the base: in the
+ * carve area by its stripe, elsewhere by its slot (a conditional move). */
+static inline unsigned mp_class_of_offset(uintptr_t off)
+{
+    unsigned striped = (unsigned)(off >> mp_heap.stripe_shift) & (MP_CLASS_MAX - 1);
+    unsigned slotted = (unsigned)(off >> mp_heap.slot_shift);
+    return off < mp_heap.carve_span ? striped : slotted;
+}
 /* fork(): hold the arena-creation lock across it (child: same unlock). */
 void mp_heap_fork_prepare(void);
 void mp_heap_fork_parent(void);
@@ -160,7 +172,7 @@ static inline int mp_ptr_kind(const void *p, unsigned *cls)
 {
     uintptr_t off = (uintptr_t)p - mp_heap.base;
     if (mp_likely(off < mp_heap.class_span)) {
-        *cls = (unsigned)(off >> mp_heap.slot_shift);
+        *cls = mp_class_of_offset(off);
         return MP_PTR_CLASS;
     }
     if (off < mp_heap.size)
