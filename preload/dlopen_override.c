@@ -1,5 +1,5 @@
 /*
- * dlopen: only the mode changes (RTLD_DEEPBIND dropped, src/sys_alloc.c).
+ * dlopen: only the mode changes (RTLD_DEEPBIND dropped, src/sys/sys_alloc.c).
  * glibc's dlopen searches the caller's RPATH/RUNPATH and namespace, found
  * from its return address, so the real one is reached by a tail call: the
  * program's frame, not ours, is the caller it sees.

@@ -1,6 +1,6 @@
 /*
  * The exported malloc family.  Each function only forwards into the core
- * (src/); malloc and free inline the hit path from src/host_inline.h.
+ * (src/); malloc and free inline the hit path from src/host/host_inline.h.
  * glibc's own entry points (__libc_malloc & co., cfree) are exported too,
  * so that no pointer made here is ever freed by a different allocator.
  */

@@ -1,7 +1,7 @@
 /*
  * sigaction and signal, for MEMPOOL_DUMP_SIGNAL only: a handler the
  * program installs for the dump signal is chained behind ours instead of
- * replacing it (src/dump.c).  Every other call goes to libc unchanged.
+ * replacing it (src/report/dump.c).  Every other call goes to libc unchanged.
  */
 #include <signal.h>
 
@@ -12,7 +12,7 @@ MP_EXPORT int sigaction(int sig, const struct sigaction *act, struct sigaction *
 {
     if (mp_dump_sigaction(sig, act, old))
         return 0;
-    return mp_real_sigaction(sig, act, old); /* glibc's: no lookup (src/libc_real.c) */
+    return mp_real_sigaction(sig, act, old); /* glibc's: no lookup (src/sys/libc_real.c) */
 }
 
 MP_EXPORT __sighandler_t signal(int sig, __sighandler_t handler)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generate docs/options.md from src/options.def, the one table of options.
+"""Generate docs/options.md from src/core/options.def, the one table of options.
 
 usage: gen-options-doc.py [--check] [DEF] [OUT]
 With --check, exit 1 (and say so) if OUT differs from what DEF generates.
@@ -35,7 +35,7 @@ def parse(text: str):
 
 def render(rows) -> str:
     out = ["# Options", "",
-           "<!-- Generated from src/options.def by scripts/gen-options-doc.py; do not edit. -->", "",
+           "<!-- Generated from src/core/options.def by scripts/gen-options-doc.py; do not edit. -->", "",
            "Every setting is an environment variable read once when the shim starts "
            "(with `secure_getenv`, so not for setuid programs). Sizes are bytes and accept "
            "K, M, G, T suffixes (powers of 1024, `KiB`/`KB` also accepted). Booleans accept "
@@ -53,7 +53,7 @@ def render(rows) -> str:
 def main() -> int:
     args = [a for a in sys.argv[1:] if a != "--check"]
     check = "--check" in sys.argv[1:]
-    src = Path(args[0]) if args else ROOT / "src/options.def"
+    src = Path(args[0]) if args else ROOT / "src/core/options.def"
     dst = Path(args[1]) if len(args) > 1 else ROOT / "docs/options.md"
     text = render(parse(src.read_text()))
     if check:

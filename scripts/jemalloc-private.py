@@ -8,9 +8,9 @@ internal je_ namespace gets the prefix mp_je_ (definitions and references alike,
 objcopy --redefine-syms).  The shim then calls mp_je_mallocx() etc. and exports
 none of them (hidden by the version script).  jemalloc's three libm calls (log,
 exp, round: heap profiling only) go to the shim's libm-free ones
-(src/libm_lite.c), so the shim does not load libm at every process start.
+(src/sys/libm_lite.c), so the shim does not load libm at every process start.
 jemalloc's constructor (.init_array of jemalloc.o: malloc_init at load) is
-dropped: the shim starts jemalloc at its first use (src/heap.c), and a
+dropped: the shim starts jemalloc at its first use (src/core/heap.c), and a
 process that never needs it does not pay its start-up.
 
 usage: jemalloc-private.py NM OBJCOPY IN.a OUT.a

@@ -6,6 +6,7 @@
  */
 #include <pthread.h>
 #include <sched.h>
+#include <string.h>
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
@@ -13,13 +14,10 @@
 #include "callsite.h"
 #include "device_pool.h"
 #include "internal.h"
-#include "pool.h"
-#include "stats.h"
+#include "api.h"
+#include "host_stats.h"
 #include "timeline.h"
 
-_Atomic int mp_state;
-_Thread_local int mp_tls_guard __attribute__((tls_model("initial-exec")));
-struct timespec mp_start_real, mp_start_mono;
 
 static const char *env_lookup(const char *name) { return secure_getenv(name); }
 
@@ -45,6 +43,20 @@ static void fork_wait_init(void)
  *     the other threads' caches (which may call jemalloc).
  * Before jemalloc has started, the host set does all of it.
  */
+/* MEMPOOL_LOG_TO=stats-dir: mempool.log in the stats file's directory (the
+ * template may name the pid: again in a fork child). */
+static void log_file_from_options(void)
+{
+    char path[MP_PATH_MAX + 16];
+    if (mp_opt(MP_OPT_LOG_TO) != 1 || !mp_stats_expand_path(mp_opt_stats_path, path, MP_PATH_MAX)) {
+        mp_log_set_file(NULL);
+        return;
+    }
+    char *slash = strrchr(path, '/');
+    strcpy(slash ? slash + 1 : path, "mempool.log");
+    mp_log_set_file(path);
+}
+
 static _Atomic bool heap_set_ran, host_set_took_pools, je_started_at_prepare;
 
 /* The child's fresh start: adopt the caches of threads that do not exist in
@@ -62,6 +74,7 @@ static void child_adopt(bool caches)
     mp_timeline_reset();
     mp_stats_write_fork_child();
     mp_dump_fork_child();
+    log_file_from_options();
 }
 
 static void heap_prepare(void)
@@ -157,6 +170,7 @@ int mp_init(void)
     clock_gettime(CLOCK_MONOTONIC, &mp_start_mono);
     mp_libc_resolve();
     mp_options_load(env_lookup);
+    log_file_from_options();
     mp_callsite_init();
     mp_debug_init();
     mp_timeline_init(mp_stats_totals, (uint64_t)mp_start_mono.tv_sec * 1000000000u

@@ -19,7 +19,7 @@
 #include "check_main.h"
 #include "host_inline.h"
 #include "mempool.h"
-#include "pool.h"
+#include "api.h"
 
 static void start(void)
 {

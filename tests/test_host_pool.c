@@ -11,7 +11,7 @@
 #include "check_main.h"
 #include "host_inline.h"
 #include "mempool.h"
-#include "stats.h"
+#include "host_stats.h"
 
 extern void *__libc_malloc(size_t size); /* glibc's own allocator */
 

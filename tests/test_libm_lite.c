@@ -1,4 +1,4 @@
-/* The libm-free ln/exp/round (src/libm_lite.c) against libm itself. */
+/* The libm-free ln/exp/round (src/sys/libm_lite.c) against libm itself. */
 #include <float.h>
 #include <math.h>
 

@@ -10,6 +10,7 @@
 
 #include "check_main.h"
 #include "host_inline.h"
+#include "internal.h"
 #include "mempool.h"
 
 static void start(void)

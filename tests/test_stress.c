@@ -18,7 +18,7 @@
 
 #include "check_main.h"
 #include "host_inline.h"
-#include "stats.h"
+#include "host_stats.h"
 
 #define SLOTS 512
 #define EXCHANGE 256

@@ -6,7 +6,7 @@
 
 #include "cuda_abi.h"
 #include "cuda_hooks.h"
-#include "internal.h"
+#include "diag.h"
 
 typedef struct mp_cuda {
     bool loaded;

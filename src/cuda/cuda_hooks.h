@@ -7,7 +7,7 @@
 #define MEMPOOL_CUDA_HOOKS_H
 
 #include "cuda_abi.h"
-#include "internal.h"
+#include "diag.h"
 
 typedef enum mp_hook_id {
 #define MP_HOOK(name, path, required, proc, since) MP_HOOK_##name,

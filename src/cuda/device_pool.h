@@ -7,7 +7,7 @@
 
 #include "cuda_abi.h"
 #include "cuda_ctx.h"
-#include "internal.h"
+#include "diag.h"
 #define MP_DEV_CLASSES (1 + 4 * 31) /* 512 B .. 2^40 B */
 
 typedef struct mp_device_stats {
@@ -90,7 +90,7 @@ void mp_device_fork_child(void);
 /* Bytes in use and reserved, device pools then pinned pools (the timeline). */
 void mp_device_totals(int64_t out[4]);
 
-/* ---- pools of the explicit API (mempool_create; pool_api.c) -------------
+/* ---- pools of the explicit API (mempool_create; api_pools.c) -------------
  * A pool index names any pool: context pools (mp_dpool_current), pinned
  * pools (MP_DEV_MAX + flags) and API pools (mp_dpool_open). */
 #define MP_DPOOL_API_MAX 64

@@ -1,6 +1,6 @@
 /*
  * The device and pinned pools of the explicit API (mempool_create in
- * pool_api.c): their own configuration, the same books, fences and
+ * api_pools.c): their own configuration, the same books, fences and
  * releases as the preload's pools.
  */
 #include <string.h>
@@ -8,7 +8,7 @@
 #include "cuda_driver.h"
 #include "dpool.h"
 
-/* ---- pools of the explicit API (pool_api.c) ----------------------------- */
+/* ---- pools of the explicit API (api_pools.c) ----------------------------- */
 
 void mp_dp_copy_stats(dev_pool_t *pl, mp_device_stats_t *out);
 

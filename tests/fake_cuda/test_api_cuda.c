@@ -15,7 +15,7 @@
 #include "device_pool.h"
 #include "fake_cuda/fake_cuda.h"
 #include "mempool.h"
-#include "pool.h"
+#include "api.h"
 
 static struct {
     CUresult (*init)(unsigned);

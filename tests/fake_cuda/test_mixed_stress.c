@@ -25,7 +25,7 @@
 #include "device_pool.h"
 #include "fake_cuda/fake_cuda.h"
 #include "host_inline.h"
-#include "stats.h"
+#include "host_stats.h"
 
 #define NTHREADS 6
 #define ROUNDS 3

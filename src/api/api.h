@@ -1,16 +1,16 @@
 /*
- * Explicit pools of include/mempool.h: the host engine (pool_host.c), the
+ * Explicit pools of include/mempool.h: the host engine (api_host_pool.c), the
  * pressure monitor (pressure.c) and the registry the API keeps
- * (pool_api.c).  Device and pinned API pools live in device_pool.c.
+ * (api_pools.c).  Device and pinned API pools live in device_pool.c.
  */
 #ifndef MEMPOOL_POOL_H
 #define MEMPOOL_POOL_H
 
 #include "device_pool.h"
-#include "internal.h"
+#include "host.h"
 #include "mempool.h"
 
-/* ---- pool_host.c: a host pool with its own cache, limits and counters --- */
+/* ---- api_host_pool.c: a host pool with its own cache, limits and counters --- */
 #define MP_HPOOL_EXACT 3 /* scheme: reuse a block only for the same size */
 
 typedef struct mp_hpool mp_hpool_t;
@@ -27,7 +27,7 @@ typedef struct mp_hpool_cfg {
 int mp_hpool_create(const mp_hpool_cfg_t *cfg, mp_hpool_t **out);
 /* 0, or -EBUSY while blocks are acquired. */
 int mp_hpool_destroy(mp_hpool_t *hp);
-/* Acquire and release: inline in pool_host.h. */
+/* Acquire and release: inline in api_host_pool.h. */
 size_t mp_hpool_trim(mp_hpool_t *hp, size_t target);
 /* 1 if p is a block (live or cached) of this pool. */
 int mp_hpool_holds(mp_hpool_t *hp, const void *p);
@@ -43,9 +43,9 @@ bool mp_pressure_read(int kind, uint64_t *avail, uint64_t *total);
 void mp_pressure_set_reader(mp_mem_reader_fn fn);
 /* Start the monitor thread (once; idempotent); wake it if it is parked. */
 void mp_pressure_kick(void);
-/* pool_api.c: one check of every monitored pool; bytes freed. */
+/* api_pools.c: one check of every monitored pool; bytes freed. */
 size_t mp_pools_pressure_check(void);
-/* pool_api.c: 1 if any monitored pool caches something (else the monitor parks). */
+/* api_pools.c: 1 if any monitored pool caches something (else the monitor parks). */
 bool mp_pools_pressure_idle(void);
 /* fork(): the registry lock and every pool's locks are held across it
  * (prepare), then released in the parent and the child (release). */
@@ -54,7 +54,7 @@ void mp_pools_fork_release(void);
 /* In a forked child: the monitor thread did not survive. */
 void mp_pressure_fork_child(void);
 
-/* ---- pool_api.c ------------------------------------------------------------ */
+/* ---- api_pools.c ------------------------------------------------------------ */
 /* Count and report a refused release (one mempool: line); -EINVAL. */
 int mp_api_release_error(mempool_t *pool, const void *p, bool twice);
 /* Write every pool (NO_STATS ones left out) as the stats file's "pools"

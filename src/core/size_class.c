@@ -7,7 +7,7 @@
  */
 #include <string.h>
 
-#include "internal.h"
+#include "core.h"
 
 mp_size_classes_t mp_sc;
 

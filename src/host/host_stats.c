@@ -1,13 +1,12 @@
 /*
- * Stats collection: folds the process-wide counters, the live thread
- * caches and the shared pools into a snapshot, and resets after fork.
+ * The malloc pools' counters in one snapshot: folds the process-wide
+ * counters, the live thread caches and the shared pools into rows per size
+ * class and a total (read by the report and the API's default host pool).
  */
 #include <string.h>
 #include <time.h>
 
-#include "device_pool.h"
-#include "stats.h"
-#include "timeline.h"
+#include "host.h"
 
 static void add_tcache(const mp_tcache_t *tc, void *arg)
 {
@@ -86,24 +85,4 @@ void mp_stats_snapshot(mp_snapshot_t *s)
     if (t->bytes_reserved_peak < t->bytes_reserved)
         t->bytes_reserved_peak = t->bytes_reserved;
     s->mapped = mp_heap_mapped();
-}
-
-void mp_stats_reset(void)
-{
-    mp_host_stats_reset();
-    clock_gettime(CLOCK_REALTIME, &mp_start_real);
-    clock_gettime(CLOCK_MONOTONIC, &mp_start_mono);
-}
-
-void mp_stats_totals(int64_t *v)
-{
-    int64_t u = 0, r = 0;
-    for (unsigned c = 0; c < mp_sc.count; c++) {
-        u += MP_LOAD(mp_class_stats[c].inuse);
-        r += MP_LOAD(mp_class_stats[c].reserved);
-    }
-    int64_t b = MP_LOAD(mp_bypass_stats.inuse);
-    v[MP_TL_HOST_IN_USE] = u + b;
-    v[MP_TL_HOST_RESERVED] = r + b;
-    mp_device_totals(&v[MP_TL_DEVICE_IN_USE]);
 }

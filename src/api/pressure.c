@@ -3,7 +3,7 @@
  * asks for it (a config's pressure_threshold, or MEMPOOL_PRESSURE_THRESHOLD
  * for the default pools), that checks every MEMPOOL_PRESSURE_INTERVAL ms
  * how much memory is in use and clears the cache of each pool over its
- * threshold (pool_api.c).  When no monitored pool caches anything it parks
+ * threshold (api_pools.c).  When no monitored pool caches anything it parks
  * on a condition variable (no wake-ups while idle) until a release wakes
  * it; with default pools monitored, whose frees it cannot see, it backs off
  * instead, doubling the interval up to 64 times while nothing is cached.
@@ -24,7 +24,7 @@
 
 #include "cuda_driver.h"
 #include "mempool.h"
-#include "pool.h"
+#include "api.h"
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "core.h"
 
 const mp_option_desc_t mp_option_table[MP_OPT_COUNT] = {
 #define MP_OPTION(id, type, def, min, max, choices, doc) \

@@ -10,7 +10,7 @@
 #include <math.h>
 #include <stdint.h>
 
-#include "internal.h"
+#include "sys.h"
 
 #define LN2 0.69314718055994530942
 #define SQRT_HALF 0.70710678118654752440

@@ -2,7 +2,7 @@
 #include <errno.h>
 #include <string.h>
 
-#include "internal.h"
+#include "report.h"
 #include "mempool.h"
 
 #define MP_PUBLIC __attribute__((visibility("default")))

@@ -2,8 +2,8 @@
  * The explicit pool API of include/mempool.h: pool handles, config
  * checks, the default pools (the very pools the preload serves malloc,
  * cudaMalloc and cudaMallocHost from), errors, stats and the pressure
- * check.  The pools themselves are pool_host.c (custom host pools),
- * host_pool.c (the default host pool) and device_pool.c (device and
+ * check.  The pools themselves are api_host_pool.c (custom host pools),
+ * malloc_pools.c (the default host pool) and device_pool.c (device and
  * pinned pools, default and custom).
  */
 #include <errno.h>
@@ -17,8 +17,8 @@
 #include "host_inline.h"
 #include "jemalloc_private.h"
 #include "mempool.h"
-#include "pool_host.h"
-#include "stats.h"
+#include "api_host_pool.h"
+#include "host_stats.h"
 
 #define MP_PUBLIC __attribute__((visibility("default")))
 #define API_MAGIC 0x6d706f6cu

@@ -27,7 +27,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#include "internal.h"
+#include "core.h"
 #include "jemalloc_private.h"
 
 mp_heap_t mp_heap;

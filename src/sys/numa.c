@@ -11,7 +11,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "sys.h"
 
 #define MPOL_PREFERRED 1
 #define MPOL_MF_MOVE (1 << 1)

@@ -4,7 +4,7 @@
  * unless a test sets mp_fault_je_permille (nothing reads it from the
  * environment); checked only where the pools call jemalloc, never on a hit.
  */
-#include "internal.h"
+#include "core.h"
 
 _Atomic unsigned mp_fault_je_permille;
 _Atomic uint64_t mp_fault_je_injected;

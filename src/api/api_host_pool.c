@@ -36,7 +36,7 @@
 #include <sys/mman.h>
 
 #include "jemalloc_private.h"
-#include "pool_host.h"
+#include "api_host_pool.h"
 
 static api_tls_t tls_none; /* threads without caches yet: stamp 0 never matches */
 static api_tls_t tls_dead; /* exited threads: the same, and none is made */

@@ -12,7 +12,7 @@
  * "freed": reuse checks the poison (a write after free), a second free sees
  * the tag (a double free), and a pointer whose trailer has no tag at all was
  * never handed out by malloc (an interior or foreign pointer).  The thread
- * caches are off in this mode (host_pool.c), so every call comes here.
+ * caches are off in this mode (malloc_pools.c), so every call comes here.
  *
  * The ideas are the classic ones of debugging allocators (glibc's
  * MALLOC_CHECK_/mcheck, jemalloc's opt.junk, ASan's shadow poison), done
@@ -24,7 +24,7 @@
 #include <string.h>
 
 #include "callsite.h"
-#include "internal.h"
+#include "diag.h"
 
 bool mp_debug_on;
 static bool abort_on_finding;

@@ -13,7 +13,7 @@
 #include <signal.h>
 #include <time.h>
 
-#include "internal.h"
+#include "report.h"
 
 static sem_t wake;
 static bool started;

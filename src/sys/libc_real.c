@@ -11,7 +11,7 @@
 #include <signal.h>
 #include <string.h>
 
-#include "internal.h"
+#include "sys.h"
 
 static _Atomic(mp_dlopen_fn) real_dlopen;
 static _Atomic(mp_dlsym_fn) real_dlsym;

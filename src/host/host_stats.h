@@ -1,11 +1,12 @@
 /*
- * A snapshot of the counters: one walk of the live data (stats.c) that the
- * renderers (stats_write.c: JSON file, text table, summary) read.
+ * A snapshot of the malloc pools' counters: one walk of the live data
+ * (host_stats.c) that the renderers (report/stats_write.c: JSON file, text
+ * table, summary) and the API's default host pool read.
  */
-#ifndef MEMPOOL_STATS_H
-#define MEMPOOL_STATS_H
+#ifndef MEMPOOL_HOST_STATS_H
+#define MEMPOOL_HOST_STATS_H
 
-#include "internal.h"
+#include "host.h"
 
 /* X-macro of a row's counters: name in JSON, then meaning.  Counters only
  * go up; levels (current + peak) are listed separately. */
@@ -44,10 +45,9 @@ typedef struct mp_snapshot {
     double duration_s;
 } mp_snapshot_t;
 
+/* host_stats.c: the malloc pools' counters now (racy reads of live
+ * threads' counters: exact when they are quiet). */
 void mp_stats_snapshot(mp_snapshot_t *s);
-/* Bytes in use and reserved of every kind (host, device, pinned) into
- * v[MP_TL_VALUES]: the timeline's reader, handed to it by init.c. */
-void mp_stats_totals(int64_t *v);
 /* Bytes in use over all host kinds, published (exact to MP_PUBLISH_BYTES
  * per class and thread). */
 extern _Atomic int64_t mp_total_inuse, mp_total_inuse_peak;

@@ -24,7 +24,7 @@
 #include "callsite.h"
 #include "host_inline.h"
 #include "jemalloc_private.h"
-#include "stats.h"
+#include "host_stats.h"
 #include "timeline.h"
 
 _Thread_local mp_tcache_t *mp_tls_tcache __attribute__((tls_model("initial-exec")));

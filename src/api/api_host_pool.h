@@ -1,15 +1,15 @@
 /*
  * Host pools of the explicit API: their books, and the hit paths of
  * acquire and release, inlined into mempool_acquire/mempool_release
- * (pool_api.c) as host_inline.h does for malloc.  Everything off the hit
- * path is in pool_host.c, which explains the design.
+ * (api_pools.c) as host_inline.h does for malloc.  Everything off the hit
+ * path is in api_host_pool.c, which explains the design.
  */
 #ifndef MEMPOOL_POOL_HOST_H
 #define MEMPOOL_POOL_HOST_H
 
 #include <pthread.h>
 
-#include "pool.h"
+#include "api.h"
 
 #define HPOOL_SLOTS 64           /* pools with thread caches at once (= the API's pool limit) */
 #define TC_BIN_BLOCKS 15         /* blocks per class in a thread cache (a bin is 256 bytes) ... */
@@ -109,7 +109,7 @@ typedef struct api_tls {
  * (0) match no pool, so the hit path has no NULL test. */
 extern _Thread_local api_tls_t *mp_tls_api __attribute__((tls_model("initial-exec")));
 
-/* pool_host.c: the paths off the hit path. */
+/* api_host_pool.c: the paths off the hit path. */
 void *mp_hpool_alloc_slow(mp_hpool_t *hp, size_t size);
 void *mp_hpool_peak(mp_hpool_t *hp, mp_htc_t *tc, void *p);
 int mp_hpool_free_slow(mp_hpool_t *hp, mp_htc_t *tc, hentry_t *e);

@@ -8,7 +8,7 @@
 #include <malloc.h>
 #include <string.h>
 
-#include "internal.h"
+#include "sys.h"
 
 mp_libc_t mp_libc;
 

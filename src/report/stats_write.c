@@ -22,8 +22,8 @@
 #include "cuda_driver.h"
 #include "cuda_hooks.h"
 #include "device_pool.h"
-#include "pool.h"
-#include "stats.h"
+#include "api.h"
+#include "report.h"
 #include "timeline.h"
 
 #define MP_STATS_SCHEMA_VERSION 2

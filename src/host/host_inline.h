@@ -2,13 +2,13 @@
  * The host hit path: malloc and free of a pooled size class served from
  * the calling thread's cache, with no lock, no atomic read-modify-write and
  * no jemalloc call.  Everything else goes to the out-of-line slow paths in
- * host_pool.c.  Included by the preload (and tests) so that the fast path
+ * malloc_pools.c.  Included by the preload (and tests) so that the fast path
  * is inlined into the exported functions.
  */
 #ifndef MEMPOOL_HOST_INLINE_H
 #define MEMPOOL_HOST_INLINE_H
 
-#include "internal.h"
+#include "host.h"
 
 static inline void mp_count_inuse(mp_tclass_t *c, unsigned cls, int64_t bytes)
 {

@@ -9,7 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "sys.h"
 
 /* Set by the options (MEMPOOL_LOG_LEVEL) when they load: the logger reads
  * nothing above it, and logs at the default level before that. */
@@ -17,22 +17,28 @@ static _Atomic int log_level = MP_LOG_WARN;
 
 void mp_log_set_level(int level) { atomic_store_explicit(&log_level, level, memory_order_relaxed); }
 
-/* MEMPOOL_LOG_TO=stats-dir: one line appended to mempool.log next to the
- * stats file (O_APPEND: lines of many processes do not mix). */
-static void log_to_stats_dir(const char *msg, size_t n)
+/* MEMPOOL_LOG_TO=stats-dir: the composition root names the file (mempool.log
+ * next to the stats file); "" = stderr.  Lines are appended (O_APPEND: lines
+ * of many processes do not mix). */
+static char log_path[MP_PATH_MAX + 16];
+static _Atomic bool log_to_file;
+
+void mp_log_set_file(const char *path)
 {
-    char path[MP_PATH_MAX + 16], line[540];
-    if (!mp_stats_expand_path(mp_opt_stats_path, path, MP_PATH_MAX))
+    atomic_store(&log_to_file, false);
+    if (path == NULL || path[0] == '\0' || strlen(path) >= sizeof(log_path))
         return;
-    char *slash = strrchr(path, '/');
-    if (slash)
-        strcpy(slash + 1, "mempool.log");
-    else
-        strcpy(path, "mempool.log");
+    strcpy(log_path, path);
+    atomic_store(&log_to_file, true);
+}
+
+static void log_to_path(const char *msg, size_t n)
+{
+    char line[540];
     int k = snprintf(line, sizeof(line), "mempool[%d]:%.*s", (int)getpid(), (int)(n - 8), msg + 8);
     if (k <= 0)
         return;
-    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    int fd = open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0)
         return;
     ssize_t w = write(fd, line, (size_t)k < sizeof(line) ? (size_t)k : sizeof(line) - 1);
@@ -55,8 +61,8 @@ void mp_log(int level, const char *fmt, ...)
         return;
     n += (size_t)k < sizeof(buf) - n - 1 ? (size_t)k : sizeof(buf) - n - 2;
     buf[n++] = '\n';
-    if (mp_opt_values[MP_OPT_LOG_TO] == 1) {
-        log_to_stats_dir(buf, n);
+    if (atomic_load_explicit(&log_to_file, memory_order_relaxed)) {
+        log_to_path(buf, n);
         return;
     }
     ssize_t w = write(STDERR_FILENO, buf, n);

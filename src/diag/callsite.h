@@ -10,7 +10,7 @@
 
 #include <time.h>
 
-#include "internal.h"
+#include "core.h"
 
 enum { MP_SITE_HOST, MP_SITE_DEVICE, MP_SITE_PINNED, MP_SITE_KINDS };
 
