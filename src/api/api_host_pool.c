@@ -53,7 +53,6 @@ static void *map(size_t len)
     return p == MAP_FAILED ? NULL : p;
 }
 
-static size_t page_round(size_t n) { return (n + 4095) & ~(size_t)4095; }
 
 /* ---- the block table ------------------------------------------------------- */
 
@@ -64,7 +63,7 @@ static htab_t *tab_push(mp_hpool_t *hp)
     size_t cap = 1024;
     if (t)
         cap = t->used * 2 < t->cap ? t->cap : t->cap * 2; /* mostly tombstones: same size */
-    size_t len = page_round(sizeof(htab_t) + cap * sizeof(hentry_t));
+    size_t len = mp_page_round(sizeof(htab_t) + cap * sizeof(hentry_t));
     htab_t *n = map(len);
     if (n == NULL)
         return NULL;
@@ -223,12 +222,6 @@ static void raw_free(mp_hpool_t *hp, void *p) { je_dallocx(p, je_flags(hp)); }
 
 /* ---- the pool ----------------------------------------------------------------- */
 
-static void max_update(int64_t *peak, int64_t v)
-{
-    if (v > *peak)
-        *peak = v;
-}
-
 /* Sum of a counter over the pool (lock held). */
 #define SUM(hp, field) sum_of((hp), offsetof(hcount_t, field))
 static int64_t sum_of(mp_hpool_t *hp, size_t off)
@@ -240,7 +233,7 @@ static int64_t sum_of(mp_hpool_t *hp, size_t off)
     return s;
 }
 
-static void peak_refresh(mp_hpool_t *hp) { max_update(&hp->st.in_use_peak, SUM(hp, in_use)); }
+static void peak_refresh(mp_hpool_t *hp) { mp_peak_update(&hp->st.in_use_peak, SUM(hp, in_use)); }
 
 /* Free cached blocks of the shared stacks, largest classes first, until
  * the goal is met (lock held).  Returns bytes freed. */
@@ -352,7 +345,7 @@ static void tls_exit(void *arg)
         pthread_mutex_unlock(&hp->lock);
     }
     pthread_mutex_unlock(&life_lock);
-    munmap(t, page_round(sizeof(*t)));
+    munmap(t, mp_page_round(sizeof(*t)));
 }
 
 static void tls_key_init(void)
@@ -371,17 +364,17 @@ static MP_NOINLINE mp_htc_t *tc_attach(mp_hpool_t *hp)
         return NULL;
     if (t == &tls_none) {
         pthread_once(&tls_once, tls_key_init);
-        if (tls_key == (pthread_key_t)-1 || (t = map(page_round(sizeof(*t)))) == NULL)
+        if (tls_key == (pthread_key_t)-1 || (t = map(mp_page_round(sizeof(*t)))) == NULL)
             return NULL;
         if (pthread_setspecific(tls_key, t) != 0) {
-            munmap(t, page_round(sizeof(*t)));
+            munmap(t, mp_page_round(sizeof(*t)));
             return NULL;
         }
         mp_tls_api = t;
     }
     if (t->gen[hp->slot] == hp->gen && t->slot[hp->slot].tc)
         return t->slot[hp->slot].tc;
-    size_t len = page_round(sizeof(mp_htc_t));
+    size_t len = mp_page_round(sizeof(mp_htc_t));
     mp_htc_t *tc = map(len);
     if (tc == NULL)
         return NULL;
@@ -412,7 +405,7 @@ static tbin_t *bin_of(mp_htc_t *tc, unsigned cls, size_t bs)
 
 int mp_hpool_create(const mp_hpool_cfg_t *cfg, mp_hpool_t **out)
 {
-    size_t len = page_round(sizeof(mp_hpool_t));
+    size_t len = mp_page_round(sizeof(mp_hpool_t));
     mp_hpool_t *hp = map(len);
     if (hp == NULL)
         return -ENOMEM;
@@ -540,7 +533,7 @@ static MP_NOINLINE void *alloc_slow(mp_hpool_t *hp, mp_htc_t *tc, size_t size)
         else
             hp->st.misses++;
         hp->st.reserved += (int64_t)bsize;
-        max_update(&hp->st.reserved_peak, hp->st.reserved);
+        mp_peak_update(&hp->st.reserved_peak, hp->st.reserved);
     }
     MP_BUMP(c->in_use, (int64_t)bsize);
     if (tc && MP_LOAD(tc->c.in_use) > tc->high)
@@ -694,6 +687,6 @@ void mp_hpool_stats(mp_hpool_t *hp, mp_device_stats_t *out)
         held += (int64_t)t->used;
     out->cached = out->reserved - out->in_use;
     out->cached_blocks = held - (int64_t)(out->hits + out->misses + out->unpooled - out->releases);
-    max_update(&out->in_use_peak, out->in_use);
+    mp_peak_update(&out->in_use_peak, out->in_use);
     pthread_mutex_unlock(&hp->lock);
 }

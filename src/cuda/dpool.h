@@ -102,16 +102,18 @@ extern _Atomic bool mp_dp_inited;
 extern pthread_once_t mp_dp_once;
 void mp_dp_init(void);
 
-static inline void mp_dp_max_update(int64_t *peak, int64_t v)
-{
-    if (v > *peak)
-        *peak = v;
-}
-
-static inline size_t mp_dp_page_round(size_t n) { return (n + 4095) & ~(size_t)4095; }
+/* Remove node from the singly linked hash chain at *head (linked through
+ * its field `link`), if it is there. */
+#define MP_CHAIN_UNLINK(type, head, node, link)          \
+    do {                                                  \
+        type **pp_ = (head);                              \
+        while (*pp_ && *pp_ != (node))                    \
+            pp_ = &(*pp_)->link;                          \
+        if (*pp_)                                         \
+            *pp_ = (node)->link;                          \
+    } while (0)
 
 /* ---- dpool_books.c ---------------------------------------------------- */
-uint64_t mp_dp_now_ns(void);
 /* Driver memory of the pool's kind; mp_dp_raw_free waits for the device
  * (never call it with a pool locked). */
 mp_cu_result mp_dp_raw_alloc(dev_pool_t *pl, mp_cu_ptr *p, size_t size);

@@ -256,7 +256,7 @@ mp_cu_result mp_dp_pool_alloc(dev_pool_t *pl, int idx, mp_cu_ptr *out, size_t si
             if (b->seg)
                 b->seg->in_use++;
             pl->st.in_use += (int64_t)b->size;
-            mp_dp_max_update(&pl->st.in_use_peak, pl->st.in_use);
+            mp_peak_update(&pl->st.in_use_peak, pl->st.in_use);
         }
     }
     pthread_mutex_unlock(&pl->lock);
@@ -264,7 +264,7 @@ mp_cu_result mp_dp_pool_alloc(dev_pool_t *pl, int idx, mp_cu_ptr *out, size_t si
     if (b == NULL) {
         size_t want = packed ? seg_size : csize;
         mp_cu_ptr p = 0;
-        uint64_t t0 = mp_dp_now_ns();
+        uint64_t t0 = mp_now_ns();
         mp_cu_result r = mp_dp_raw_alloc(pl, &p, want);
         if (r == MP_CUDA_ERROR_OUT_OF_MEMORY) {
             trim_goal_t g;
@@ -279,7 +279,7 @@ mp_cu_result mp_dp_pool_alloc(dev_pool_t *pl, int idx, mp_cu_ptr *out, size_t si
             if (r == MP_CUDA_ERROR_OUT_OF_MEMORY && mp_device_release_for_oom(pl->pinned) > 0)
                 r = mp_dp_raw_alloc(pl, &p, want);
         }
-        wait_ns = mp_dp_now_ns() - t0;
+        wait_ns = mp_now_ns() - t0;
         pthread_mutex_lock(&pl->lock);
         if (r != MP_CUDA_SUCCESS) {
             if (r == MP_CUDA_ERROR_OUT_OF_MEMORY)
@@ -288,9 +288,9 @@ mp_cu_result mp_dp_pool_alloc(dev_pool_t *pl, int idx, mp_cu_ptr *out, size_t si
             return r;
         }
         pl->st.segments++;
-        mp_dp_max_update(&pl->st.segments_peak, pl->st.segments);
+        mp_peak_update(&pl->st.segments_peak, pl->st.segments);
         pl->st.reserved += (int64_t)want;
-        mp_dp_max_update(&pl->st.reserved_peak, pl->st.reserved);
+        mp_peak_update(&pl->st.reserved_peak, pl->st.reserved);
         if (packed) {
             segment_t *sg = mp_dp_seg_new(p, want, stride, idx);
             if (sg != NULL) {
@@ -328,7 +328,7 @@ mp_cu_result mp_dp_pool_alloc(dev_pool_t *pl, int idx, mp_cu_ptr *out, size_t si
             pl->st.unpooled++;
         }
         pl->st.in_use += (int64_t)b->size;
-        mp_dp_max_update(&pl->st.in_use_peak, pl->st.in_use);
+        mp_peak_update(&pl->st.in_use_peak, pl->st.in_use);
         pthread_mutex_unlock(&pl->lock);
     }
     /* Zero before reuse: pinned blocks here, once their fence says no
@@ -413,9 +413,9 @@ static void sync_context_of(int pool)
     bool push = mp_cuda.ctx_get_current(&cur) != MP_CUDA_SUCCESS || cur != ctx;
     if (push && mp_cuda.ctx_push(ctx) != MP_CUDA_SUCCESS)
         return;
-    uint64_t t0 = mp_dp_now_ns();
+    uint64_t t0 = mp_now_ns();
     mp_cuda.ctx_synchronize();
-    atomic_fetch_add_explicit(&mp_dpools[pool].wait_ns, mp_dp_now_ns() - t0, memory_order_relaxed);
+    atomic_fetch_add_explicit(&mp_dpools[pool].wait_ns, mp_now_ns() - t0, memory_order_relaxed);
     if (push)
         mp_cuda.ctx_pop(&popped);
 }

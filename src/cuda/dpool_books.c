@@ -40,18 +40,11 @@ void mp_dp_init(void)
     atomic_store_explicit(&mp_dp_inited, true, memory_order_release);
 }
 
-uint64_t mp_dp_now_ns(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
-}
-
 /* Pinned memory on a NUMA node: pages bound to the node first, then
  * page-locked in place (cuMemHostAlloc has no placement). */
 static mp_cu_result numa_pinned_alloc(dev_pool_t *pl, void **out, size_t size)
 {
-    size_t len = mp_dp_page_round(size);
+    size_t len = mp_page_round(size);
     void *h = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (h == MAP_FAILED)
         return MP_CUDA_ERROR_OUT_OF_MEMORY;
@@ -86,16 +79,16 @@ mp_cu_result mp_dp_raw_alloc(dev_pool_t *pl, mp_cu_ptr *p, size_t size)
  * the time is counted (pool locked or not: the caller owns the block). */
 void mp_dp_raw_free(dev_pool_t *pl, mp_cu_ptr p, size_t size)
 {
-    uint64_t t0 = mp_dp_now_ns();
+    uint64_t t0 = mp_now_ns();
     if (pl->pinned && pl->numa >= 0) {
         mp_cuda.host_unregister((void *)(uintptr_t)p);
-        munmap((void *)(uintptr_t)p, mp_dp_page_round(size));
+        munmap((void *)(uintptr_t)p, mp_page_round(size));
     } else if (pl->pinned) {
         mp_cuda.host_free((void *)(uintptr_t)p);
     } else {
         mp_cuda.mem_free(p);
     }
-    atomic_fetch_add_explicit(&pl->wait_ns, mp_dp_now_ns() - t0, memory_order_relaxed);
+    atomic_fetch_add_explicit(&pl->wait_ns, mp_now_ns() - t0, memory_order_relaxed);
 }
 
 /* Fixed-size records (block, segment and fence bookkeeping) from mmap'ed
@@ -191,11 +184,7 @@ void mp_dp_table_remove(dblock_t *b)
 {
     unsigned h = live_hash(b->ptr);
     pthread_mutex_lock(&live_lock);
-    dblock_t **pp = &live[h];
-    while (*pp && *pp != b)
-        pp = &(*pp)->hnext;
-    if (*pp)
-        *pp = b->hnext;
+    MP_CHAIN_UNLINK(dblock_t, &live[h], b, hnext);
     pthread_mutex_unlock(&live_lock);
     b->hnext = NULL;
 }
@@ -255,11 +244,7 @@ void mp_dp_seg_unhash(segment_t *sg)
 {
     unsigned h = seg_hash(sg->base);
     pthread_mutex_lock(&seg_lock);
-    segment_t **pp = &segs[h];
-    while (*pp && *pp != sg)
-        pp = &(*pp)->next;
-    if (*pp)
-        *pp = sg->next;
+    MP_CHAIN_UNLINK(segment_t, &segs[h], sg, next);
     pthread_mutex_unlock(&seg_lock);
 }
 

@@ -78,11 +78,4 @@ void mp_callsite_reset(void);
 /* Whether stacks can be captured at all (always: libgcc's unwinder is linked in). */
 bool mp_callsite_available(void);
 
-static inline uint64_t mp_now_ns(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
-}
-
 #endif

@@ -56,31 +56,23 @@ static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static mp_tcache_t *registry;
 static pthread_key_t tcache_key;
 
-static void max_update(_Atomic int64_t *peak, int64_t v)
-{
-    int64_t cur = atomic_load_explicit(peak, memory_order_relaxed);
-    while (v > cur && !atomic_compare_exchange_weak_explicit(peak, &cur, v, memory_order_relaxed,
-                                                             memory_order_relaxed)) {
-    }
-}
-
 static void total_inuse_add(int64_t delta)
 {
     int64_t now = atomic_fetch_add_explicit(&mp_total_inuse, delta, memory_order_relaxed) + delta;
-    max_update(&mp_total_inuse_peak, now);
+    mp_peak_update_atomic(&mp_total_inuse_peak, now);
 }
 
 static void total_reserved_add(int64_t delta)
 {
     int64_t now = atomic_fetch_add_explicit(&mp_total_reserved, delta, memory_order_relaxed) + delta;
-    max_update(&mp_total_reserved_peak, now);
+    mp_peak_update_atomic(&mp_total_reserved_peak, now);
 }
 
 void mp_host_publish(unsigned cls, int64_t delta)
 {
     mp_class_stats_t *s = &mp_class_stats[cls];
     int64_t now = atomic_fetch_add_explicit(&s->inuse, delta, memory_order_relaxed) + delta;
-    max_update(&s->inuse_peak, now);
+    mp_peak_update_atomic(&s->inuse_peak, now);
     total_inuse_add(delta);
 }
 
@@ -88,7 +80,7 @@ static void reserved_add(unsigned cls, int64_t bytes)
 {
     mp_class_stats_t *s = &mp_class_stats[cls];
     int64_t now = atomic_fetch_add_explicit(&s->reserved, bytes, memory_order_relaxed) + bytes;
-    max_update(&s->reserved_peak, now);
+    mp_peak_update_atomic(&s->reserved_peak, now);
     total_reserved_add(bytes);
 }
 
@@ -163,7 +155,7 @@ static void trim_blocks(unsigned cls, void *const *blocks, uint64_t n)
 static void bypass_inuse_add(int64_t bytes)
 {
     int64_t now = atomic_fetch_add_explicit(&mp_bypass_stats.inuse, bytes, memory_order_relaxed) + bytes;
-    max_update(&mp_bypass_stats.inuse_peak, now);
+    mp_peak_update_atomic(&mp_bypass_stats.inuse_peak, now);
     total_inuse_add(bytes);
     total_reserved_add(bytes);
 }

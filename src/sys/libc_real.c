@@ -13,34 +13,39 @@
 
 #include "sys.h"
 
-static _Atomic(mp_dlopen_fn) real_dlopen;
-static _Atomic(mp_dlsym_fn) real_dlsym;
-
 void *mp_glibc_next(const char *name)
 {
     void *p = dlvsym(RTLD_NEXT, name, "GLIBC_2.34");
     return p != NULL ? p : dlvsym(RTLD_NEXT, name, "GLIBC_2.2.5");
 }
 
+/* glibc's function of that name, looked up once (a race looks it up twice,
+ * with the same answer). */
+static void *resolve_once(void *_Atomic *slot, const char *name)
+{
+    void *p = atomic_load_explicit(slot, memory_order_acquire);
+    if (mp_likely(p != NULL))
+        return p;
+    p = mp_glibc_next(name);
+    atomic_store_explicit(slot, p, memory_order_release);
+    return p;
+}
+
 mp_dlopen_fn mp_real_dlopen(void)
 {
-    mp_dlopen_fn f = atomic_load_explicit(&real_dlopen, memory_order_acquire);
-    if (mp_likely(f != NULL))
-        return f;
-    void *p = mp_glibc_next("dlopen");
-    memcpy(&f, &p, sizeof(f));
-    atomic_store_explicit(&real_dlopen, f, memory_order_release);
+    static void *_Atomic slot;
+    void *p = resolve_once(&slot, "dlopen");
+    mp_dlopen_fn f;
+    memcpy(&f, &p, sizeof(f)); /* object to function pointer, as POSIX allows */
     return f;
 }
 
 mp_dlsym_fn mp_real_dlsym(void)
 {
-    mp_dlsym_fn f = atomic_load_explicit(&real_dlsym, memory_order_acquire);
-    if (mp_likely(f != NULL))
-        return f;
-    void *p = mp_glibc_next("dlsym");
+    static void *_Atomic slot;
+    void *p = resolve_once(&slot, "dlsym");
+    mp_dlsym_fn f;
     memcpy(&f, &p, sizeof(f));
-    atomic_store_explicit(&real_dlsym, f, memory_order_release);
     return f;
 }
 

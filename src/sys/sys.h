@@ -35,6 +35,30 @@
 
 #define MP_PATH_MAX 1024
 
+/* ---- helpers every layer uses (here once, not copied) -------------------- */
+static inline size_t mp_page_round(size_t n) { return (n + 4095) & ~(size_t)4095; }
+/* A peak kept by its only writer (or under its owner's lock). */
+static inline void mp_peak_update(int64_t *peak, int64_t v)
+{
+    if (v > *peak)
+        *peak = v;
+}
+/* A peak raised by many threads at once (relaxed: a statistic). */
+static inline void mp_peak_update_atomic(_Atomic int64_t *peak, int64_t v)
+{
+    int64_t cur = atomic_load_explicit(peak, memory_order_relaxed);
+    while (v > cur && !atomic_compare_exchange_weak_explicit(peak, &cur, v, memory_order_relaxed,
+                                                             memory_order_relaxed)) {
+    }
+}
+/* CLOCK_MONOTONIC in nanoseconds. */
+static inline uint64_t mp_now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
 enum { MP_LOG_NONE, MP_LOG_ERROR, MP_LOG_WARN, MP_LOG_INFO, MP_LOG_DEBUG };
 
 /* ---- log.c -------------------------------------------------------------- */
