@@ -1,7 +1,7 @@
 /*
  * core/: above sys/.  The MEMPOOL_* options (options.def), the size classes,
  * the shim's address range and its private jemalloc (heap.c), and the
- * fault-injection hook the tests turn on.
+ * fault-injection hook of the tests' builds (fault.c, MP_TEST_HOOKS).
  */
 #ifndef MEMPOOL_CORE_H
 #define MEMPOOL_CORE_H
@@ -154,7 +154,11 @@ static inline int mp_ptr_kind(const void *p, unsigned *cls)
     return p == NULL ? MP_PTR_NULL : MP_PTR_FOREIGN; /* includes the bootstrap buffer */
 }
 
-/* ---- fault.c: injected jemalloc failures (tests only) ------------------ */
+/* ---- fault.c: injected jemalloc failures ---------------------------------
+ * Test hooks (MP_TEST_HOOKS): compiled only into the tests' builds of the
+ * core (tests/meson.build), never into the shipped libraries, where a
+ * jemalloc allocation never "fails" on purpose. */
+#ifdef MP_TEST_HOOKS
 extern _Atomic unsigned mp_fault_je_permille; /* chance in 1000 that a jemalloc call fails */
 extern _Atomic uint64_t mp_fault_je_injected;
 bool mp_fault_je_hit(void);
@@ -165,5 +169,8 @@ static inline bool mp_je_fails(void)
     return mp_unlikely(atomic_load_explicit(&mp_fault_je_permille, memory_order_relaxed) != 0)
            && mp_fault_je_hit();
 }
+#else
+static inline bool mp_je_fails(void) { return false; }
+#endif
 
 #endif /* MEMPOOL_CORE_H */

@@ -44,8 +44,10 @@ void mp_stats_write_fork_child(void);
 /* Setuid/setgid (AT_SECURE) processes write stats only into the directory
  * this root-owned file names (docs/security.md). */
 #define MP_SETUID_CONF "/etc/mempool/setuid-stats-dir"
+#ifdef MP_TEST_HOOKS /* the tests' builds of the core only */
 extern int mp_stats_secure_mode;        /* tests: 0/1 instead of getauxval(AT_SECURE) */
 extern const char *mp_setuid_conf_path; /* tests: another file than MP_SETUID_CONF */
+#endif
 /* Expand %p %h %e %% of a template into out; false if it does not fit. */
 bool mp_stats_expand_path(const char *tmpl, char *out, size_t cap);
 

@@ -909,8 +909,13 @@ static bool write_file(const char *path, int format)
 static _Atomic int written_pid;
 
 /* ---- setuid and setgid programs (docs/security.md) ----------------------- */
+#ifdef MP_TEST_HOOKS
 int mp_stats_secure_mode = -1; /* tests: 0 or 1 instead of AT_SECURE */
 const char *mp_setuid_conf_path = MP_SETUID_CONF;
+#else
+#define mp_stats_secure_mode (-1)
+#define mp_setuid_conf_path MP_SETUID_CONF
+#endif
 
 /* A file or directory an administrator controls: root's, writable by no one else. */
 static bool root_controlled(const struct stat *st)
