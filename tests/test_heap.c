@@ -1,0 +1,161 @@
+/*
+ * The address range and its jemalloc arenas (src/core/heap.c), driven
+ * directly: the carve area's stripes, the class of an offset, the late
+ * start of jemalloc, class arenas that carve from their own slot.
+ */
+#include <pthread.h>
+#include <string.h>
+
+#include "check_main.h"
+#include "internal.h"
+#include "jemalloc_private.h"
+
+static int started_calls;
+static void on_started(void) { started_calls++; }
+
+static void init_heap(size_t reserve, size_t carve)
+{
+    ck_assert(mp_heap_init(reserve, carve, on_started));
+    ck_assert_uint_ne(mp_heap.base, 0);
+    ck_assert_uint_eq(mp_heap.class_span, mp_heap.size / 2);
+}
+
+START_TEST(stripes_and_slots_name_the_class)
+{
+    init_heap((size_t)64 << 30, 256 << 10);
+    ck_assert_uint_eq((size_t)1 << mp_heap.stripe_shift, 256 << 10);
+    ck_assert_uint_eq(mp_heap.carve_span, (size_t)MP_CLASS_MAX << mp_heap.stripe_shift);
+    size_t slot = (size_t)1 << mp_heap.slot_shift;
+    ck_assert_uint_eq(slot * MP_CLASS_MAX, mp_heap.class_span);
+    for (unsigned c = 0; c < MP_CLASS_MAX; c++) {
+        uintptr_t stripe = (uintptr_t)c << mp_heap.stripe_shift;
+        ck_assert_uint_eq(mp_class_of_offset(stripe), c);
+        ck_assert_uint_eq(mp_class_of_offset(stripe + (1u << mp_heap.stripe_shift) - 1), c);
+        if (c > 0) { /* slot 0 starts with the carve area */
+            ck_assert_uint_eq(mp_class_of_offset((uintptr_t)c * slot), c);
+            ck_assert_uint_eq(mp_class_of_offset((uintptr_t)(c + 1) * slot - 1), c);
+        }
+    }
+    ck_assert_uint_eq(mp_class_of_offset(mp_heap.carve_span), 0); /* slot 0 after the stripes */
+}
+END_TEST
+
+START_TEST(carving_stays_in_the_stripe_and_budget)
+{
+    init_heap((size_t)64 << 30, 64 << 10);
+    unsigned c = 7;
+    char *first = mp_heap_carve(c, 48, 1000);
+    ck_assert_ptr_nonnull(first);
+    ck_assert_uint_eq((uintptr_t)first, mp_heap.base + ((uintptr_t)c << mp_heap.stripe_shift));
+    ck_assert(mp_heap_is_carved(first));
+    memset(first, 0x5a, 48); /* accessible without any mprotect of ours */
+    unsigned n = 1;
+    while (mp_heap_carve(c, 48, 1000) != NULL)
+        n++;
+    ck_assert_uint_eq(n, 1000 / 48); /* the budget, in whole blocks */
+    ck_assert_ptr_null(mp_heap_carve(c, 48, 1000));
+    /* Another class has its own stripe; a budget above the stripe is capped. */
+    unsigned m = 0;
+    while (mp_heap_carve(c + 1, 4096, 1 << 30) != NULL)
+        m++;
+    ck_assert_uint_eq(m, (64u << 10) / 4096);
+    ck_assert_ptr_null(mp_heap_carve(MP_CLASS_MAX, 16, 1 << 20));
+    ck_assert(!mp_heap_started()); /* carving never starts jemalloc */
+}
+END_TEST
+
+START_TEST(no_carve_area_when_the_limit_is_zero)
+{
+    init_heap((size_t)64 << 30, 0);
+    ck_assert_uint_eq(mp_heap.carve_span, 0);
+    ck_assert_ptr_null(mp_heap_carve(3, 16, 1 << 20));
+    ck_assert_uint_eq(mp_class_of_offset(0), 0);
+    ck_assert_uint_eq(mp_class_of_offset((uintptr_t)5 << mp_heap.slot_shift), 5);
+}
+END_TEST
+
+START_TEST(small_reservation_shrinks_the_stripes)
+{
+    init_heap((size_t)1 << 30, 1 << 20); /* slots of 4 MiB: stripes of 16 KiB */
+    ck_assert_uint_le(mp_heap.carve_span, ((size_t)1 << mp_heap.slot_shift) / 2);
+    ck_assert_uint_eq((size_t)1 << mp_heap.stripe_shift, 16384);
+}
+END_TEST
+
+START_TEST(jemalloc_starts_once_on_demand)
+{
+    init_heap((size_t)64 << 30, 64 << 10);
+    ck_assert(!mp_heap_started());
+    ck_assert_uint_eq(atomic_load(&mp_heap.bypass_arena), 0);
+    unsigned a = mp_heap_bypass_arena();
+    ck_assert_uint_ne(a, 0);
+    ck_assert(mp_heap_started());
+    ck_assert_int_eq(started_calls, 1);
+    ck_assert_uint_eq(mp_heap_bypass_arena(), a);
+    ck_assert_int_eq(started_calls, 1);
+    void *p = je_mallocx(1 << 20, MALLOCX_ARENA(a) | MALLOCX_TCACHE_NONE);
+    ck_assert_ptr_nonnull(p);
+    ck_assert_int_eq(mp_ptr_kind(p, &(unsigned){0}), MP_PTR_BYPASS);
+    je_dallocx(p, MALLOCX_TCACHE_NONE);
+    ck_assert_uint_ge(mp_heap_mapped(), mp_heap.carve_span);
+}
+END_TEST
+
+START_TEST(class_arena_serves_from_its_slot)
+{
+    init_heap((size_t)64 << 30, 64 << 10);
+    unsigned c = 9;
+    unsigned a = mp_heap_class_arena(c); /* starts jemalloc first */
+    ck_assert_uint_ne(a, 0);
+    ck_assert(mp_heap_started());
+    ck_assert_uint_eq(mp_heap_class_arena(c), a);
+    void *p = je_mallocx(256, MALLOCX_ARENA(a) | MALLOCX_TCACHE_NONE);
+    unsigned cls = MP_CLASS_NONE;
+    ck_assert_int_eq(mp_ptr_kind(p, &cls), MP_PTR_CLASS);
+    ck_assert_uint_eq(cls, c);
+    ck_assert(!mp_heap_is_carved(p));
+    je_dallocx(p, MALLOCX_TCACHE_NONE);
+}
+END_TEST
+
+static void *start_racer(void *arg)
+{
+    (void)arg;
+    return (void *)(uintptr_t)mp_heap_bypass_arena();
+}
+
+START_TEST(concurrent_starts_agree)
+{
+    init_heap((size_t)64 << 30, 64 << 10);
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++)
+        pthread_create(&t[i], NULL, start_racer, NULL);
+    uintptr_t first = 0;
+    for (int i = 0; i < 4; i++) {
+        void *r;
+        pthread_join(t[i], &r);
+        ck_assert_uint_ne((uintptr_t)r, 0);
+        if (i == 0)
+            first = (uintptr_t)r;
+        ck_assert_uint_eq((uintptr_t)r, first);
+    }
+    ck_assert_int_eq(started_calls, 1);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("heap");
+    TCase *tc = tcase_create("core");
+    tcase_add_test(tc, stripes_and_slots_name_the_class);
+    tcase_add_test(tc, carving_stays_in_the_stripe_and_budget);
+    tcase_add_test(tc, no_carve_area_when_the_limit_is_zero);
+    tcase_add_test(tc, small_reservation_shrinks_the_stripes);
+    tcase_add_test(tc, jemalloc_starts_once_on_demand);
+    tcase_add_test(tc, class_arena_serves_from_its_slot);
+    tcase_add_test(tc, concurrent_starts_agree);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+MP_CHECK_MAIN(suite)
