@@ -1,5 +1,7 @@
 /*
- * Host pools of the explicit API.
+ * Host pools of the explicit API.  (~700 lines in one file: the block
+ * table, thread caches and shared stacks below share one pool's private
+ * state and its lock-free table protocol.)
  *
  *   release: block table (lock-free lookup) -> the calling thread's cache
  *            of this pool (bounded per class) -> the shared stack of its

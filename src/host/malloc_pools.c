@@ -15,6 +15,12 @@
  * process-wide ones when a thread exits; bytes in use are published in
  * MP_PUBLISH_BYTES steps so that peaks are exact to within that per class
  * and thread.  Bytes reserved change only on slow paths and are exact.
+ *
+ * Why one file of ~800 lines: the thread caches, the shared pools, the
+ * carve spares and the counters share the pools' private state (static
+ * here) and one lock order (registry, then a class's shared pool, never
+ * jemalloc under either); split, that state would become extern and the
+ * order a convention across files.
  */
 #include <errno.h>
 #include <pthread.h>
