@@ -580,11 +580,10 @@ static void from_counters(mempool_stats_t *o, const mp_device_stats_t *st)
 
 static void add_counters(mp_device_stats_t *a, const mp_device_stats_t *b)
 {
-    a->requests += b->requests, a->hits += b->hits, a->misses += b->misses;
-    a->unpooled += b->unpooled, a->releases += b->releases, a->req_bytes += b->req_bytes;
-    a->trims += b->trims, a->hit_bytes += b->hit_bytes;
-    a->in_use += b->in_use, a->in_use_peak += b->in_use_peak, a->reserved += b->reserved;
-    a->reserved_peak += b->reserved_peak, a->cached += b->cached, a->cached_blocks += b->cached_blocks;
+#define ADD(type, field, key, unit) a->field += b->field;
+    MP_DEVICE_STATS(ADD)
+#undef ADD
+    a->hit_bytes += b->hit_bytes, a->cached_blocks += b->cached_blocks;
 }
 
 static void fill_stats(mempool_t *pool, mempool_stats_t *o)
