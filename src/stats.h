@@ -7,6 +7,9 @@
 
 #include "internal.h"
 
+/* The stats file's schema version (docs/stats.md, docs/stats.schema.json). */
+#define MP_STATS_SCHEMA_VERSION 3
+
 /* X-macro of a row's counters: name in JSON, then meaning.  Counters only
  * go up; levels (current + peak) are listed separately. */
 #define MP_ROW_COUNTERS(X)                                                    \

@@ -26,7 +26,6 @@
 #include "stats.h"
 #include "timeline.h"
 
-#define MP_STATS_SCHEMA_VERSION 2
 
 typedef struct out {
     int fd;
