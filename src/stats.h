@@ -7,7 +7,9 @@
 
 #include "internal.h"
 
-/* The stats file's schema version (docs/stats.md, docs/stats.schema.json). */
+/* The stats file's schema version (docs/stats.md, docs/stats.schema.json).
+ * scripts/mempool-report takes it from here (scripts/gen-report-consts.py):
+ * keep it a plain number. */
 #define MP_STATS_SCHEMA_VERSION 3
 
 /* X-macro of a row's counters: name in JSON, then meaning.  Counters only

@@ -260,6 +260,33 @@ class FixtureV2OldPoolKeys(unittest.TestCase):
         self.assertEqual([q["bytes_in_use_peak"] for q in v["api_pools"]], [16384, 16384])
 
 
+class ReportConsts(unittest.TestCase):
+    """mempool-report's schema version and option table are the sources' own
+    (scripts/lib/report-consts.json, from src/stats.h and src/options.def)."""
+
+    def test_fresh_file_is_not_newer_than_the_tool(self):
+        need(PRELOAD, CXX)
+        with tempfile.TemporaryDirectory() as tmp:
+            f = shim_run([CXX], tmp)[0]
+            r = report(f)
+            version = load(f)["version"]
+        self.assertNotIn("newer than this tool", r.stderr)
+        with open(os.path.join(SRC, "scripts", "lib", "report-consts.json")) as c:
+            self.assertEqual(version, json.load(c)["schema_version"])
+
+    def test_options_of_a_fresh_file(self):
+        need(PRELOAD, CXX)
+        with open(os.path.join(SRC, "scripts", "lib", "report-consts.json")) as c:
+            options = json.load(c)["options"]
+        with tempfile.TemporaryDirectory() as tmp:
+            d = load(shim_run([CXX], tmp)[0])
+        # Every option the shim writes, with its default (the run sets only the stats file).
+        self.assertEqual(set(d["options"]), set(options))
+        for name, o in options.items():
+            if name != "MEMPOOL_STATS_FILE":
+                self.assertEqual(d["options"][name], o["default"], name)
+
+
 INT_KEYS_SKIP = {"size", "device", "flags", "context"}
 
 
@@ -789,7 +816,7 @@ if __name__ == "__main__":
     else:
         loader = unittest.defaultTestLoader
         suite = unittest.TestSuite(loader.loadTestsFromTestCase(c) for c in (
-            FixtureV2, FixtureV1, FixtureV2OldPoolKeys, MergeForkedFamily, MergeCallSites, Interim, AdviceRealRuns, Plots,
+            FixtureV2, FixtureV1, FixtureV2OldPoolKeys, ReportConsts, MergeForkedFamily, MergeCallSites, Interim, AdviceRealRuns, Plots,
             WithoutJsonschema, Compare, MempoolRun, NonUtf8))
     result = unittest.TextTestRunner(verbosity=2).run(suite)
     sys.exit(0 if result.wasSuccessful() else 1)
