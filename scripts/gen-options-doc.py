@@ -3,6 +3,7 @@
 
 usage: gen-options-doc.py [--check] [DEF] [OUT]
 With --check, exit 1 (and say so) if OUT differs from what DEF generates.
+parse() is also scripts/gen-report-consts.py's reader of options.def.
 """
 import re
 import sys

@@ -455,6 +455,10 @@ START_TEST(write_stats_json_and_text)
     ck_assert_ptr_nonnull(strstr(j, "\"misses\": 1,"));
     ck_assert_ptr_nonnull(strstr(j, "\"bytes_from_cache\": 4096,"));
     ck_assert_ptr_nonnull(strstr(j, "\"hit_rate\": 0.5000"));
+    /* The peaks as everywhere in the stats file (schema version 3). */
+    ck_assert_ptr_nonnull(strstr(j, "\"bytes_in_use_peak\": 4096,"));
+    ck_assert_ptr_nonnull(strstr(j, "\"bytes_reserved_peak\": "));
+    ck_assert_ptr_null(strstr(j, "peak_bytes"));
     ck_assert_int_eq(ftruncate(fd, 0), 0);
     lseek(fd, 0, SEEK_SET);
     ck_assert_int_eq(mempool_write_stats(NULL, fd, MEMPOOL_FORMAT_TEXT), 0);

@@ -57,7 +57,7 @@ START_TEST(json_counters_match)
 
     char v[256];
     py_eval(path, "d[\"schema\"], d[\"version\"]", v, sizeof(v));
-    ck_assert_str_eq(v, "mempool-stats 2");
+    ck_assert_str_eq(v, "mempool-stats 3");
     py_eval(path, "[(r[\"size\"], r[\"requests\"], r[\"hits\"], r[\"misses\"], r[\"releases\"]) "
                   "for r in d[\"kinds\"][\"host\"][\"size_classes\"]]",
             v, sizeof(v));

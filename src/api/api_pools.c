@@ -580,11 +580,10 @@ static void from_counters(mempool_stats_t *o, const mp_device_stats_t *st)
 
 static void add_counters(mp_device_stats_t *a, const mp_device_stats_t *b)
 {
-    a->requests += b->requests, a->hits += b->hits, a->misses += b->misses;
-    a->unpooled += b->unpooled, a->releases += b->releases, a->req_bytes += b->req_bytes;
-    a->trims += b->trims, a->hit_bytes += b->hit_bytes;
-    a->in_use += b->in_use, a->in_use_peak += b->in_use_peak, a->reserved += b->reserved;
-    a->reserved_peak += b->reserved_peak, a->cached += b->cached, a->cached_blocks += b->cached_blocks;
+#define ADD(type, field, key, unit) a->field += b->field;
+    MP_DEVICE_STATS(ADD)
+#undef ADD
+    a->hit_bytes += b->hit_bytes, a->cached_blocks += b->cached_blocks;
 }
 
 static void fill_stats(mempool_t *pool, mempool_stats_t *o)
@@ -691,30 +690,51 @@ static void json_escape(char *out, size_t cap, const char *s)
     mp_json_escape(emit_str, &b, s, strlen(s));
 }
 
+/* A "pools" object's counters: mempool_stats_t's under their own names
+ * (include/mempool.h), but a counter the device and pinned pools write too
+ * takes their key (MP_DEVICE_STATS): in the file, mempool_stats_t's
+ * peak_bytes_in_use is bytes_in_use_peak, as everywhere else. */
+#define API_POOL_COUNTERS(X)                          \
+    X(pool_size, "pool_size")                         \
+    X(bytes_cached, "bytes_cached")                   \
+    X(acquired, "acquired")                           \
+    X(released, "released")                           \
+    X(hits, MP_DS_KEY(hits))                          \
+    X(misses, MP_DS_KEY(misses))                      \
+    X(unpooled, MP_DS_KEY(unpooled))                  \
+    X(bytes_in_use, MP_DS_KEY(in_use))                \
+    X(peak_bytes_in_use, MP_DS_KEY(in_use_peak))      \
+    X(bytes_reserved, MP_DS_KEY(reserved))            \
+    X(peak_bytes_reserved, MP_DS_KEY(reserved_peak))  \
+    X(bytes_requested, MP_DS_KEY(req_bytes))          \
+    X(bytes_from_cache, "bytes_from_cache")           \
+    X(trims, MP_DS_KEY(trims))                        \
+    X(pressure_events, "pressure_events")             \
+    X(release_errors, "release_errors")
+
+static void emit_snprintf(mp_emit_fn emit, void *ctx, char *buf, size_t cap, int n)
+{
+    emit(ctx, buf, n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1);
+}
+
 static void emit_pool_json(mp_emit_fn emit, void *ctx, mempool_t *pool, const char *indent)
 {
     mempool_stats_t s;
     fill_stats(pool, &s);
-    char name[400], buf[1400];
+    char name[400], buf[600];
     json_escape(name, sizeof(name), s.name);
     int n = snprintf(buf, sizeof(buf),
-                     "%s{\"name\": \"%s\", \"kind\": \"%s\", \"default\": %s, \"device\": %d, \"numa_node\": %d, "
-                     "\"pool_size\": %llu, \"bytes_cached\": %llu, \"acquired\": %llu, \"released\": %llu, "
-                     "\"hits\": %llu, \"misses\": %llu, \"unpooled\": %llu, \"hit_rate\": %.4f, "
-                     "\"bytes_in_use\": %llu, \"peak_bytes_in_use\": %llu, \"bytes_reserved\": %llu, "
-                     "\"peak_bytes_reserved\": %llu, \"bytes_requested\": %llu, \"bytes_from_cache\": %llu, "
-                     "\"trims\": %llu, \"pressure_events\": %llu, \"release_errors\": %llu, "
-                     "\"pressure_threshold\": %.3f}",
-                     indent, name, kind_name(s.kind), pool->is_default ? "true" : "false", s.device, s.numa_node,
-                     (unsigned long long)s.pool_size, (unsigned long long)s.bytes_cached,
-                     (unsigned long long)s.acquired, (unsigned long long)s.released, (unsigned long long)s.hits,
-                     (unsigned long long)s.misses, (unsigned long long)s.unpooled, s.hit_rate,
-                     (unsigned long long)s.bytes_in_use, (unsigned long long)s.peak_bytes_in_use,
-                     (unsigned long long)s.bytes_reserved, (unsigned long long)s.peak_bytes_reserved,
-                     (unsigned long long)s.bytes_requested, (unsigned long long)s.bytes_from_cache,
-                     (unsigned long long)s.trims, (unsigned long long)s.pressure_events,
-                     (unsigned long long)s.release_errors, pool->threshold);
-    emit(ctx, buf, n < 0 ? 0 : (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1);
+                     "%s{\"name\": \"%s\", \"kind\": \"%s\", \"default\": %s, \"device\": %d, \"numa_node\": %d",
+                     indent, name, kind_name(s.kind), pool->is_default ? "true" : "false", s.device, s.numa_node);
+    emit_snprintf(emit, ctx, buf, sizeof(buf), n);
+#define EMIT_COUNTER(field, key)                                                                  \
+    n = snprintf(buf, sizeof(buf), ", \"%s\": %llu", key, (unsigned long long)s.field);             \
+    emit_snprintf(emit, ctx, buf, sizeof(buf), n);
+    API_POOL_COUNTERS(EMIT_COUNTER)
+#undef EMIT_COUNTER
+    n = snprintf(buf, sizeof(buf), ", \"hit_rate\": %.4f, \"pressure_threshold\": %.3f}", s.hit_rate,
+                 pool->threshold);
+    emit_snprintf(emit, ctx, buf, sizeof(buf), n);
 }
 
 static void emit_pool_text(mp_emit_fn emit, void *ctx, mempool_t *pool)

@@ -132,7 +132,7 @@ void *mp_cuda_proc_answer(const mp_hook_fn *wrappers, const char *symbol, void *
     int id = symbol ? find_proc(symbol, version) : -1;
     if (id < 0)
         return r;
-    if (flags & 2u) /* CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM */
+    if (flags & MP_CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM)
         id = ptsz_row(id);
     return hand_out(wrappers, id, r);
 }

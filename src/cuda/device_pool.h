@@ -10,19 +10,58 @@
 #include "diag.h"
 #define MP_DEV_CLASSES (1 + 4 * 31) /* 512 B .. 2^40 B */
 
+/* A device or pinned pool's counters (mempool.h's pools use them too),
+ * each listed once: X(TYPE, FIELD, KEY, UNIT).  FIELD is the member of
+ * mp_device_stats_t, KEY its name in the stats file (docs/stats.md, device
+ * and pinned pools), in the file's order; UNIT says how stats_write.c
+ * writes it: num as it is, ns as seconds.  The file's keys come from this
+ * list only, and pool_api.c takes the keys its "pools" objects share with
+ * it from here (MP_DS_KEY), so a counter has one spelling in the file. */
+#define MP_DEVICE_STATS(X)                                                                     \
+    X(uint64_t, requests, "requests", num)                                                     \
+    X(uint64_t, hits, "hits", num)                                                             \
+    X(uint64_t, misses, "misses", num)                                                         \
+    X(uint64_t, unpooled, "unpooled", num) /* above the maximum block size */                  \
+    X(uint64_t, releases, "releases", num)                                                     \
+    X(uint64_t, req_bytes, "bytes_requested", num)                                             \
+    X(int64_t, in_use, "bytes_in_use", num)                                                    \
+    X(int64_t, in_use_peak, "bytes_in_use_peak", num)                                          \
+    X(int64_t, reserved, "bytes_reserved", num)                                                \
+    X(int64_t, reserved_peak, "bytes_reserved_peak", num)                                      \
+    X(int64_t, cached, "cached_bytes", num)                                                    \
+    X(int64_t, segments, "segments", num) /* driver allocations held */                        \
+    X(int64_t, segments_peak, "segments_peak", num)                                            \
+    X(uint64_t, trims, "trims", num)                                                           \
+    X(uint64_t, fences_recorded, "fences_recorded", num)                                       \
+    X(uint64_t, fences_completed, "fences_completed", num)                                     \
+    X(uint64_t, fences_pending, "fences_pending", num)                                         \
+    X(uint64_t, fence_queries, "fence_queries", num) /* event queries the fences made */       \
+    X(uint64_t, fence_errors, "fence_errors", num) /* not recorded, or answered an error */    \
+    X(uint64_t, wait_ns, "wait_s", ns) /* in driver frees (trims, OOM releases, unpooled) */   \
+    X(uint64_t, captured, "captured_pass_through", num) /* passed through during capture */    \
+    X(uint64_t, ipc_exports, "ipc_exports", num) /* exported with cuIpcGetMemHandle */         \
+    X(uint64_t, oom_retries, "oom_retries", num)                                               \
+    X(uint64_t, ooms, "ooms", num)                                                             \
+    X(uint64_t, drops, "context_drops", num)
+
 typedef struct mp_device_stats {
     int device; /* ordinal of a context pool's device (-1: slot unused) */
-    uint64_t requests, hits, misses, unpooled, releases, req_bytes, trims;
-    uint64_t fences_recorded, fences_completed, fences_pending, oom_retries, ooms, drops;
-    uint64_t fence_queries; /* event queries the fences made */
-    uint64_t fence_errors;  /* fences that could not be recorded or answered with an error */
-    uint64_t captured;    /* requests passed through during stream capture */
-    uint64_t ipc_exports; /* blocks exported with cuIpcGetMemHandle (never reused) */
-    uint64_t wait_ns;     /* time in driver frees (trims, OOM releases, unpooled) */
-    uint64_t hit_bytes;   /* bytes of the blocks hits handed out */
-    int64_t in_use, in_use_peak, reserved, reserved_peak, cached, cached_blocks;
-    int64_t segments, segments_peak; /* driver allocations held */
+#define MP_DS_FIELD(type, field, key, unit) type field;
+    MP_DEVICE_STATS(MP_DS_FIELD)
+#undef MP_DS_FIELD
+    /* Not in the device and pinned pools' part of the file (mempool.h's
+     * stats only: bytes_from_cache, pool_size). */
+    uint64_t hit_bytes;    /* bytes of the blocks hits handed out */
+    int64_t cached_blocks; /* blocks cached */
 } mp_device_stats_t;
+
+/* The stats file's key of a counter of MP_DEVICE_STATS, by its field:
+ * MP_DS_KEY(in_use_peak) is "bytes_in_use_peak". */
+#define MP_DS_KEY_FN(type, field, key, unit) \
+    static inline const char *mp_ds_key_##field(void) { return key; }
+MP_DEVICE_STATS(MP_DS_KEY_FN)
+#undef MP_DS_KEY_FN
+#define MP_DS_KEY(field) mp_ds_key_##field()
 
 
 /* Size class of a device request: index, and the class size in *class_size

@@ -50,7 +50,7 @@ static mp_cu_result numa_pinned_alloc(dev_pool_t *pl, void **out, size_t size)
         return MP_CUDA_ERROR_OUT_OF_MEMORY;
     mp_cu_result r = MP_CUDA_ERROR_OUT_OF_MEMORY;
     if (mp_numa_bind(h, len, pl->numa) == 0)
-        r = mp_cuda.host_register(h, len, pl->flags & 0x3u); /* portable, devicemap */
+        r = mp_cuda.host_register(h, len, pl->flags & (MP_CU_MEMHOSTREGISTER_PORTABLE | MP_CU_MEMHOSTREGISTER_DEVICEMAP));
     if (r != MP_CUDA_SUCCESS) {
         munmap(h, len);
         return r;

@@ -8,6 +8,12 @@
 
 #include "api.h"
 
+/* The stats file's schema version (docs/stats.md, docs/stats.schema.json).
+ * scripts/mempool-report takes it from here (scripts/gen-report-consts.py):
+ * keep it a plain number. */
+#define MP_STATS_SCHEMA_VERSION 3
+
+
 /* ---- stats.c / stats_write.c -------------------------------------------- */
 void mp_stats_reset(void); /* after fork, in the child */
 /* Bytes in use and reserved of every kind (host, device, pinned) into

@@ -26,7 +26,6 @@
 #include "report.h"
 #include "timeline.h"
 
-#define MP_STATS_SCHEMA_VERSION 2
 
 typedef struct out {
     int fd;
@@ -349,37 +348,25 @@ static void kv(out_t *o, const char *key, int64_t v, bool first)
     out_i64(o, v);
 }
 
+/* A counter of MP_DEVICE_STATS, by its unit. */
+static void json_stat_num(out_t *o, const char *key, int64_t v) { kv(o, key, v, false); }
+
+static void json_stat_ns(out_t *o, const char *key, uint64_t ns)
+{
+    out_str(o, ", \"");
+    out_str(o, key);
+    out_str(o, "\": ");
+    out_fixed(o, (double)ns / 1e9, 6);
+}
+
 static void json_pool(out_t *o, const char *key, int64_t id, const mp_device_stats_t *st)
 {
     kv(o, key, id, true);
-    kv(o, "requests", (int64_t)st->requests, false);
-    kv(o, "hits", (int64_t)st->hits, false);
-    kv(o, "misses", (int64_t)st->misses, false);
-    kv(o, "unpooled", (int64_t)st->unpooled, false);
+#define MP_DS_JSON(type, field, name, unit) json_stat_##unit(o, name, st->field);
+    MP_DEVICE_STATS(MP_DS_JSON)
+#undef MP_DS_JSON
     out_str(o, ", \"hit_rate\": ");
     out_fixed(o, ratio(st->hits, st->requests), 4);
-    kv(o, "releases", (int64_t)st->releases, false);
-    kv(o, "bytes_requested", (int64_t)st->req_bytes, false);
-    kv(o, "bytes_in_use", st->in_use, false);
-    kv(o, "bytes_in_use_peak", st->in_use_peak, false);
-    kv(o, "bytes_reserved", st->reserved, false);
-    kv(o, "bytes_reserved_peak", st->reserved_peak, false);
-    kv(o, "cached_bytes", st->cached, false);
-    kv(o, "segments", st->segments, false);
-    kv(o, "segments_peak", st->segments_peak, false);
-    kv(o, "trims", (int64_t)st->trims, false);
-    kv(o, "fences_recorded", (int64_t)st->fences_recorded, false);
-    kv(o, "fences_completed", (int64_t)st->fences_completed, false);
-    kv(o, "fences_pending", (int64_t)st->fences_pending, false);
-    kv(o, "fence_queries", (int64_t)st->fence_queries, false);
-    kv(o, "fence_errors", (int64_t)st->fence_errors, false);
-    out_str(o, ", \"wait_s\": ");
-    out_fixed(o, (double)st->wait_ns / 1e9, 6);
-    kv(o, "captured_pass_through", (int64_t)st->captured, false);
-    kv(o, "ipc_exports", (int64_t)st->ipc_exports, false);
-    kv(o, "oom_retries", (int64_t)st->oom_retries, false);
-    kv(o, "ooms", (int64_t)st->ooms, false);
-    kv(o, "context_drops", (int64_t)st->drops, false);
 }
 
 /* The pool's size classes that saw a request, like the host rows. */

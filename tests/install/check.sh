@@ -16,3 +16,9 @@ echo "pkg-config: $flags"
 libdir=$(pkg-config $pc_args --variable=libdir mempool)
 ${CC:-cc} -std=c11 -Wall -Wextra -Werror -o "$dest/example" "$src/tests/install/example.c" $flags
 LD_LIBRARY_PATH=$libdir MEMPOOL_STATS_FORMAT=none "$dest/example"
+# The installed mempool-report finds its data (report-consts.json, the
+# schema) in share/mempool, not in the source tree.
+report=$(find "$dest" -name mempool-report -type f | head -n1)
+test -n "$report" || { echo "mempool-report not installed"; exit 1; }
+python3 "$report" "$src/tests/report/fixtures/v2-api-pools.json" | grep -q "peak 16.0 KiB" \
+  || { echo "installed mempool-report failed"; exit 1; }

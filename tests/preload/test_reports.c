@@ -54,7 +54,7 @@ START_TEST(call_sites_name_the_two_functions)
     /* Every miss sampled (1 byte): the counts are the program's. */
     ck_assert_int_eq(run_and_check("MEMPOOL_CALLSITE_SAMPLE=1", "sites",
         "cs = d[\"call_sites\"]\n"
-        "assert d[\"version\"] == 2 and cs[\"available\"] and cs[\"skipped\"] == 0, cs\n"
+        "assert d[\"version\"] == 3 and cs[\"available\"] and cs[\"skipped\"] == 0, cs\n"
         "host = [s for s in cs[\"sites\"] if s[\"kind\"] == \"host\"]\n"
         "top = sorted(host, key=lambda s: -s[\"misses\"])[:2]\n"
         "names = [s[\"frames\"][0][\"function\"] for s in top]\n"

@@ -35,6 +35,9 @@ REPORT_APP = os.path.join(BUILD, "tests", "preload", "report_app")
 FIXTURES = os.path.join(HERE, "fixtures")
 V1 = os.path.join(FIXTURES, "v1-cuda_app_shared.json")
 V2 = os.path.join(FIXTURES, "v2-handwritten.json")
+# Written by the version 2 shim for a program with one mempool.h pool:
+# its "pools" peaks have the spelling version 3 renamed.
+V2_POOLS = os.path.join(FIXTURES, "v2-api-pools.json")
 
 # A Python workload with many small and mid-size objects.
 PY_WORK = ("import json\n"
@@ -223,6 +226,65 @@ class FixtureV1(unittest.TestCase):
         self.assertEqual(v["kinds"]["host"]["totals"]["requests"], 2 * load(V1)["kinds"]["host"]["totals"]["requests"])
         self.assertIsNone(v["call_sites"])
         self.assertEqual(v["timelines"], [])
+
+
+class FixtureV2OldPoolKeys(unittest.TestCase):
+    """A version 2 file spells the pools' peaks peak_bytes_in_use and
+    peak_bytes_reserved; it still loads, read with version 3's names."""
+
+    def test_text(self):
+        pools = section(report(V2_POOLS).stdout, "pools: mempool.h")
+        self.assertIn("staging (host): 24 acquired, hit rate 83.3%, 4 blocks / 16.0 KiB cached, "
+                      "in use 0 B (peak 16.0 KiB), saved 80.0 KiB, 0 trims", pools)
+
+    def test_json_has_the_new_keys(self):
+        old = load(V2_POOLS)["pools"][0]
+        self.assertEqual((old["peak_bytes_in_use"], old["peak_bytes_reserved"]), (16384, 16384))
+        r = report_json(V2_POOLS)["reports"][0]
+        for p in (r["data"]["pools"][0], r["view"]["api_pools"][0]):
+            self.assertEqual((p["bytes_in_use_peak"], p["bytes_reserved_peak"]), (16384, 16384))
+            self.assertNotIn("peak_bytes_in_use", p)
+            self.assertNotIn("peak_bytes_reserved", p)
+
+    def test_merge_with_a_version_3_file(self):
+        d = load(V2_POOLS)
+        d["version"] = 3
+        d["process"]["pid"] += 1
+        p = d["pools"][0]
+        p["bytes_in_use_peak"], p["bytes_reserved_peak"] = p.pop("peak_bytes_in_use"), p.pop("peak_bytes_reserved")
+        with tempfile.TemporaryDirectory() as tmp:
+            new = os.path.join(tmp, "v3.json")
+            with open(new, "w") as f:
+                json.dump(d, f)
+            v = report_json("--merge", V2_POOLS, new)["reports"][0]["view"]
+        self.assertEqual([q["bytes_in_use_peak"] for q in v["api_pools"]], [16384, 16384])
+
+
+class ReportConsts(unittest.TestCase):
+    """mempool-report's schema version and option table are the sources' own
+    (scripts/lib/report-consts.json, from src/stats.h and src/options.def)."""
+
+    def test_fresh_file_is_not_newer_than_the_tool(self):
+        need(PRELOAD, CXX)
+        with tempfile.TemporaryDirectory() as tmp:
+            f = shim_run([CXX], tmp)[0]
+            r = report(f)
+            version = load(f)["version"]
+        self.assertNotIn("newer than this tool", r.stderr)
+        with open(os.path.join(SRC, "scripts", "lib", "report-consts.json")) as c:
+            self.assertEqual(version, json.load(c)["schema_version"])
+
+    def test_options_of_a_fresh_file(self):
+        need(PRELOAD, CXX)
+        with open(os.path.join(SRC, "scripts", "lib", "report-consts.json")) as c:
+            options = json.load(c)["options"]
+        with tempfile.TemporaryDirectory() as tmp:
+            d = load(shim_run([CXX], tmp)[0])
+        # Every option the shim writes, with its default (the run sets only the stats file).
+        self.assertEqual(set(d["options"]), set(options))
+        for name, o in options.items():
+            if name != "MEMPOOL_STATS_FILE":
+                self.assertEqual(d["options"][name], o["default"], name)
 
 
 INT_KEYS_SKIP = {"size", "device", "flags", "context"}
@@ -706,8 +768,23 @@ class Schema(unittest.TestCase):
             self.assertEqual(r.stdout.strip(), f"{f}: ok (schema version {load(f)['version']})")
 
     def test_fixtures(self):
-        r = report("--check-schema", V1, V2)
-        self.assertEqual(r.stdout.splitlines(), [f"{V1}: ok (schema version 1)", f"{V2}: ok (schema version 2)"])
+        r = report("--check-schema", V1, V2, V2_POOLS)
+        self.assertEqual(r.stdout.splitlines(), [f"{V1}: ok (schema version 1)", f"{V2}: ok (schema version 2)",
+                                                 f"{V2_POOLS}: ok (schema version 2)"])
+
+    def test_pool_peaks_spelt_as_the_version_says(self):
+        """Version 3 requires bytes_in_use_peak, versions 1 and 2 peak_bytes_in_use."""
+        d = load(V2_POOLS)
+        d["version"] = 3
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump(d, f)
+        try:
+            r = report("--check-schema", f.name, rc=1)
+            self.assertEqual(sorted(r.stdout.splitlines()),
+                             [f"{f.name}: pools.0: 'bytes_in_use_peak' is a required property",
+                              f"{f.name}: pools.0: 'bytes_reserved_peak' is a required property"])
+        finally:
+            os.unlink(f.name)
 
     def test_broken(self):
         d = load(V2)
@@ -739,7 +816,7 @@ if __name__ == "__main__":
     else:
         loader = unittest.defaultTestLoader
         suite = unittest.TestSuite(loader.loadTestsFromTestCase(c) for c in (
-            FixtureV2, FixtureV1, MergeForkedFamily, MergeCallSites, Interim, AdviceRealRuns, Plots,
+            FixtureV2, FixtureV1, FixtureV2OldPoolKeys, ReportConsts, MergeForkedFamily, MergeCallSites, Interim, AdviceRealRuns, Plots,
             WithoutJsonschema, Compare, MempoolRun, NonUtf8))
     result = unittest.TextTestRunner(verbosity=2).run(suite)
     sys.exit(0 if result.wasSuccessful() else 1)
