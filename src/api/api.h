@@ -57,16 +57,19 @@ void mp_pressure_fork_child(void);
 /* ---- api_pools.c ------------------------------------------------------------ */
 /* Count and report a refused release (one mempool: line); -EINVAL. */
 int mp_api_release_error(mempool_t *pool, const void *p, bool twice);
-/* Write every pool (NO_STATS ones left out) as the stats file's "pools"
- * array members, through the writer's callback. */
-typedef void (*mp_emit_fn)(void *ctx, const char *s, size_t len);
-/* The bytes s[0, len) as the inside of a JSON string (stats_write.c): '"',
- * '\\' and control characters escaped, valid UTF-8 kept as it is, and every
- * byte that is not part of a valid UTF-8 sequence written as \udcXX (XX the
- * byte, 80 to ff): Python's surrogateescape (PEP 383), so json.load gives
- * the string os.fsdecode would, and os.fsencode gives the bytes back.
- * Never allocates. */
-void mp_json_escape(mp_emit_fn emit, void *ctx, const char *s, size_t len);
-void mp_pools_write_json(mp_emit_fn emit, void *ctx, const char *indent);
+/* The pools to report, at most MP_API_POOLS_MAX: the defaults (when
+ * with_defaults, and usable), then the custom pools without MEMPOOL_NO_STATS. */
+#define MP_API_POOLS_MAX (MP_DPOOL_API_MAX + 3)
+unsigned mp_pools_list(mempool_t **list, bool with_defaults);
+/* One pool as the report shows it. */
+typedef struct mp_pool_view {
+    mempool_stats_t stats;
+    const char *kind_name; /* "host", "pinned", "device" */
+    bool is_default;
+    double threshold; /* its pressure threshold (0 = none) */
+} mp_pool_view_t;
+void mp_pool_view(mempool_t *pool, mp_pool_view_t *v);
+/* Whether pool is a live pool handle. */
+bool mp_pool_valid(const mempool_t *pool);
 
 #endif

@@ -20,7 +20,6 @@
 #include "api_host_pool.h"
 #include "host_stats.h"
 
-#define MP_PUBLIC __attribute__((visibility("default")))
 #define API_MAGIC 0x6d706f6cu
 #define API_POOLS MP_DPOOL_API_MAX
 
@@ -644,118 +643,11 @@ MP_PUBLIC int mempool_get_stats(mempool_t *pool, mempool_stats_t *out)
     return 0;
 }
 
-/* ---- writing stats ------------------------------------------------------------------ */
-
-typedef struct fd_out {
-    int fd;
-    bool failed;
-} fd_out_t;
-
-static void emit_fd(void *ctx, const char *s, size_t len)
-{
-    fd_out_t *o = ctx;
-    while (len && !o->failed) {
-        ssize_t n = write(o->fd, s, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            o->failed = true;
-            return;
-        }
-        s += n;
-        len -= (size_t)n;
-    }
-}
-
-typedef struct {
-    char *out;
-    size_t n, cap;
-} strbuf_t;
-
-static void emit_str(void *ctx, const char *s, size_t len)
-{
-    strbuf_t *b = ctx;
-    if (len > b->cap - 1 - b->n)
-        len = b->cap - 1 - b->n;
-    memcpy(b->out + b->n, s, len);
-    b->n += len;
-    b->out[b->n] = '\0';
-}
-
-/* At most 63 bytes of name, at most 6 bytes each escaped: 400 is enough. */
-static void json_escape(char *out, size_t cap, const char *s)
-{
-    strbuf_t b = {out, 0, cap};
-    out[0] = '\0';
-    mp_json_escape(emit_str, &b, s, strlen(s));
-}
-
-/* A "pools" object's counters: mempool_stats_t's under their own names
- * (include/mempool.h), but a counter the device and pinned pools write too
- * takes their key (MP_DEVICE_STATS): in the file, mempool_stats_t's
- * peak_bytes_in_use is bytes_in_use_peak, as everywhere else. */
-#define API_POOL_COUNTERS(X)                          \
-    X(pool_size, "pool_size")                         \
-    X(bytes_cached, "bytes_cached")                   \
-    X(acquired, "acquired")                           \
-    X(released, "released")                           \
-    X(hits, MP_DS_KEY(hits))                          \
-    X(misses, MP_DS_KEY(misses))                      \
-    X(unpooled, MP_DS_KEY(unpooled))                  \
-    X(bytes_in_use, MP_DS_KEY(in_use))                \
-    X(peak_bytes_in_use, MP_DS_KEY(in_use_peak))      \
-    X(bytes_reserved, MP_DS_KEY(reserved))            \
-    X(peak_bytes_reserved, MP_DS_KEY(reserved_peak))  \
-    X(bytes_requested, MP_DS_KEY(req_bytes))          \
-    X(bytes_from_cache, "bytes_from_cache")           \
-    X(trims, MP_DS_KEY(trims))                        \
-    X(pressure_events, "pressure_events")             \
-    X(release_errors, "release_errors")
-
-static void emit_snprintf(mp_emit_fn emit, void *ctx, char *buf, size_t cap, int n)
-{
-    emit(ctx, buf, n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1);
-}
-
-static void emit_pool_json(mp_emit_fn emit, void *ctx, mempool_t *pool, const char *indent)
-{
-    mempool_stats_t s;
-    fill_stats(pool, &s);
-    char name[400], buf[600];
-    json_escape(name, sizeof(name), s.name);
-    int n = snprintf(buf, sizeof(buf),
-                     "%s{\"name\": \"%s\", \"kind\": \"%s\", \"default\": %s, \"device\": %d, \"numa_node\": %d",
-                     indent, name, kind_name(s.kind), pool->is_default ? "true" : "false", s.device, s.numa_node);
-    emit_snprintf(emit, ctx, buf, sizeof(buf), n);
-#define EMIT_COUNTER(field, key)                                                                  \
-    n = snprintf(buf, sizeof(buf), ", \"%s\": %llu", key, (unsigned long long)s.field);             \
-    emit_snprintf(emit, ctx, buf, sizeof(buf), n);
-    API_POOL_COUNTERS(EMIT_COUNTER)
-#undef EMIT_COUNTER
-    n = snprintf(buf, sizeof(buf), ", \"hit_rate\": %.4f, \"pressure_threshold\": %.3f}", s.hit_rate,
-                 pool->threshold);
-    emit_snprintf(emit, ctx, buf, sizeof(buf), n);
-}
-
-static void emit_pool_text(mp_emit_fn emit, void *ctx, mempool_t *pool)
-{
-    mempool_stats_t s;
-    fill_stats(pool, &s);
-    char buf[512];
-    int n = snprintf(buf, sizeof(buf),
-                     "%-20s %-6s acquired %llu released %llu hits %llu misses %llu (hit rate %.1f%%) "
-                     "cached %llu blocks / %llu B, in use %llu B (peak %llu B), saved %llu B\n",
-                     s.name, kind_name(s.kind), (unsigned long long)s.acquired, (unsigned long long)s.released,
-                     (unsigned long long)s.hits, (unsigned long long)s.misses, 100.0 * s.hit_rate,
-                     (unsigned long long)s.pool_size, (unsigned long long)s.bytes_cached,
-                     (unsigned long long)s.bytes_in_use, (unsigned long long)s.peak_bytes_in_use,
-                     (unsigned long long)s.bytes_from_cache);
-    emit(ctx, buf, n < 0 ? 0 : (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1);
-}
+/* ---- what the report reads ---------------------------------------------------- */
 
 /* Every pool to show: the defaults (when asked, and usable), then custom
  * pools without MEMPOOL_NO_STATS. */
-static unsigned list_pools(mempool_t **list, bool with_defaults)
+unsigned mp_pools_list(mempool_t **list, bool with_defaults)
 {
     unsigned n = 0;
     if (with_defaults) {
@@ -773,43 +665,15 @@ static unsigned list_pools(mempool_t **list, bool with_defaults)
     return n;
 }
 
-void mp_pools_write_json(mp_emit_fn emit, void *ctx, const char *indent)
+void mp_pool_view(mempool_t *pool, mp_pool_view_t *v)
 {
-    mempool_t *list[API_POOLS + 3];
-    unsigned n = list_pools(list, false);
-    for (unsigned i = 0; i < n; i++) {
-        if (i)
-            emit(ctx, ",", 1);
-        emit(ctx, "\n", 1);
-        emit_pool_json(emit, ctx, list[i], indent);
-    }
+    fill_stats(pool, &v->stats);
+    v->kind_name = kind_name(v->stats.kind);
+    v->is_default = pool->is_default;
+    v->threshold = pool->threshold;
 }
 
-MP_PUBLIC int mempool_write_stats(mempool_t *pool, int fd, mempool_format_t format)
-{
-    if ((pool != NULL && !valid(pool)) || fd < 0 || (unsigned)format > MEMPOOL_FORMAT_TEXT)
-        return -EINVAL;
-    mempool_t *list[API_POOLS + 3];
-    unsigned n = 1;
-    if (pool)
-        list[0] = pool;
-    else
-        n = list_pools(list, true);
-    fd_out_t o = {fd, false};
-    if (format == MEMPOOL_FORMAT_JSON)
-        emit_fd(&o, "{\"pools\": [", 11);
-    for (unsigned i = 0; i < n; i++) {
-        if (format == MEMPOOL_FORMAT_TEXT) {
-            emit_pool_text(emit_fd, &o, list[i]);
-            continue;
-        }
-        emit_fd(&o, i ? ",\n  " : "\n  ", i ? 4 : 3);
-        emit_pool_json(emit_fd, &o, list[i], "");
-    }
-    if (format == MEMPOOL_FORMAT_JSON)
-        emit_fd(&o, "\n]}\n", 4);
-    return o.failed ? -EIO : 0;
-}
+bool mp_pool_valid(const mempool_t *pool) { return valid(pool); }
 
 /* ---- memory pressure ------------------------------------------------------------------- */
 
@@ -850,7 +714,7 @@ static double default_threshold(void) { return (double)mp_opt(MP_OPT_PRESSURE_TH
 size_t mp_pools_pressure_check(void)
 {
     mempool_t *list[API_POOLS + 3];
-    unsigned n = list_pools(list, default_threshold() > 0);
+    unsigned n = mp_pools_list(list, default_threshold() > 0);
     size_t freed = 0;
     for (unsigned i = 0; i < n; i++)
         freed += check_pool(list[i], list[i]->is_default ? default_threshold() : list[i]->threshold);
@@ -862,7 +726,7 @@ bool mp_pools_pressure_idle(void)
     if (default_threshold() > 0)
         return false; /* the default host pool is freed into by free(): never idle */
     mempool_t *list[API_POOLS + 3];
-    unsigned n = list_pools(list, false);
+    unsigned n = mp_pools_list(list, false);
     for (unsigned i = 0; i < n; i++) {
         if (list[i]->threshold <= 0)
             continue;

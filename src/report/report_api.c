@@ -5,7 +5,6 @@
 #include "report.h"
 #include "mempool.h"
 
-#define MP_PUBLIC __attribute__((visibility("default")))
 #define MP_STR2(x) #x
 #define MP_STR(x) MP_STR2(x)
 

@@ -23,6 +23,8 @@
 #define mp_unlikely(x) __builtin_expect(!!(x), 0)
 #define MP_NOINLINE __attribute__((noinline))
 #define MP_COLD __attribute__((cold, noinline))
+/* A function of include/mempool.h (the build hides everything else). */
+#define MP_PUBLIC __attribute__((visibility("default")))
 
 /* Relaxed counter bump by its only writer: a plain load and store on x86,
  * but a well-defined read for the stats writer in another thread. */
