@@ -3,8 +3,10 @@
  * checks, the default pools (the very pools the preload serves malloc,
  * cudaMalloc and cudaMallocHost from), errors, stats and the pressure
  * check.  The pools themselves are api_host_pool.c (custom host pools),
- * malloc_pools.c (the default host pool) and device_pool.c (device and
- * pinned pools, default and custom).
+ * malloc_pools.c (the default host pool) and the cuda/ dpool_*.c files
+ * (device and pinned pools, default and custom); the report writes them
+ * (report/pools_report.c).  One file of ~760 lines: every function of
+ * mempool.h here reads the pool handle and the registry, private to it.
  */
 #include <errno.h>
 #include <pthread.h>
