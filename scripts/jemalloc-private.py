@@ -9,7 +9,9 @@ objcopy --redefine-syms).  The shim then calls mp_je_mallocx() etc. and exports
 none of them (hidden by the version script).  jemalloc's three libm calls (log,
 exp, round: heap profiling only) go to the shim's libm-free ones
 (src/sys/libm_lite.c), so the shim does not load libm at every process start.
-jemalloc's constructor (.init_array of jemalloc.o: malloc_init at load) is
+jemalloc's pthread_atfork call goes to the shim (src/core/heap.c), which runs
+jemalloc's fork handlers from its own, in a fixed order, whenever jemalloc
+starts.  jemalloc's constructor (.init_array of jemalloc.o: malloc_init at load) is
 dropped: the shim starts jemalloc at its first use (src/core/heap.c), and a
 process that never needs it does not pay its start-up.
 
@@ -20,6 +22,9 @@ import sys
 
 
 LIBM = {"log": "mp_ln", "exp": "mp_exp", "round": "mp_round"}
+# jemalloc registers its fork handlers with pthread_atfork when it starts;
+# the shim calls them itself, in its own handlers' order (src/core/heap.c).
+REDIRECT = {**LIBM, "pthread_atfork": "mp_je_pthread_atfork"}
 
 
 def main() -> int:
@@ -42,7 +47,7 @@ def main() -> int:
     with open(mapfile, "w") as f:
         for name in sorted(names):
             f.write(f"{name} mp_je_{name}\n")
-        for name, ours in LIBM.items():
+        for name, ours in REDIRECT.items():
             f.write(f"{name} {ours}\n")
     subprocess.run([objcopy, f"--redefine-syms={mapfile}", "--remove-section=.init_array",
                     "--remove-section=.rela.init_array", src, dst], check=True)

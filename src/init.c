@@ -29,20 +29,6 @@ static void fork_wait_init(void)
         sched_yield();
 }
 
-/*
- * fork() handlers come in two sets, because jemalloc starts late (heap.c)
- * and glibc runs prepare handlers in reverse order of registration and
- * child handlers in order:
- *   - the host set, registered at init, before jemalloc's: its prepare runs
- *     after jemalloc's, so it takes only locks never held while calling
- *     jemalloc (the host pools' shared pools and thread-cache registry);
- *   - the heap set, registered when jemalloc starts, after jemalloc's: its
- *     prepare runs first and takes the locks held across jemalloc calls
- *     (arena creation, the API's pools); its child handler runs after
- *     jemalloc's has reset jemalloc's locks, so it is the one that adopts
- *     the other threads' caches (which may call jemalloc).
- * Before jemalloc has started, the host set does all of it.
- */
 /* MEMPOOL_LOG_TO=stats-dir: mempool.log in the stats file's directory (the
  * template may name the pid: again in a fork child). */
 static void log_file_from_options(void)
@@ -57,15 +43,37 @@ static void log_file_from_options(void)
     mp_log_set_file(path);
 }
 
-static _Atomic bool heap_set_ran, host_set_took_pools, je_started_at_prepare;
-
-/* The child's fresh start: adopt the caches of threads that do not exist in
- * it (unless that could call jemalloc before jemalloc's child handler ran),
- * and count from zero. */
-static void child_adopt(bool caches)
+/*
+ * fork(): one set of handlers, registered at initialisation.  Prepare takes
+ * the API pools' locks (held while calling jemalloc), the arena lock (held
+ * while creating arenas, and for the whole of jemalloc's late start: a fork
+ * waits for it), the host pools' locks (never held while calling jemalloc),
+ * then runs jemalloc's own prepare when it has started: jemalloc does not
+ * register its handlers itself (heap.c), so their place in the order does
+ * not depend on when it started.  The child resets jemalloc first, then
+ * unlocks ours and adopts the caches of threads that do not exist in it.
+ */
+static void fork_prepare(void)
 {
-    if (caches)
-        mp_host_fork_child_adopt();
+    mp_pools_fork_prepare(); /* the API's pools never call into the host pools with their locks held */
+    mp_heap_fork_prepare();
+    mp_host_fork_prepare();
+    mp_heap_fork_prepare_jemalloc();
+}
+static void fork_parent(void)
+{
+    mp_heap_fork_parent_jemalloc();
+    mp_host_fork_parent();
+    mp_heap_fork_parent();
+    mp_pools_fork_release();
+}
+static void fork_child(void)
+{
+    mp_heap_fork_child_jemalloc();
+    mp_host_fork_parent(); /* unlock: the child is the thread that locked */
+    mp_heap_fork_parent();
+    mp_pools_fork_release();
+    mp_host_fork_child_adopt();
     mp_device_fork_child();
     mp_pressure_fork_child();
     mp_stats_reset();
@@ -76,59 +84,6 @@ static void child_adopt(bool caches)
     mp_dump_fork_child();
     log_file_from_options();
 }
-
-static void heap_prepare(void)
-{
-    mp_pools_fork_prepare(); /* the API's pools never call into the host pools with their locks held */
-    mp_heap_fork_prepare();
-    atomic_store(&heap_set_ran, true);
-}
-static void heap_parent(void)
-{
-    atomic_store(&heap_set_ran, false);
-    mp_heap_fork_parent();
-    mp_pools_fork_release();
-}
-static void heap_child(void)
-{
-    atomic_store(&heap_set_ran, false);
-    mp_heap_fork_parent(); /* unlock: the child is the thread that locked */
-    mp_pools_fork_release();
-    child_adopt(true);
-}
-
-static void host_prepare(void)
-{
-    mp_heap_fork_wait_start();
-    bool take_pools = !atomic_load(&heap_set_ran); /* jemalloc not started: no heap set */
-    atomic_store(&host_set_took_pools, take_pools);
-    atomic_store(&je_started_at_prepare, mp_heap_started());
-    if (take_pools)
-        mp_pools_fork_prepare();
-    mp_host_fork_prepare();
-}
-static void host_parent(void)
-{
-    mp_host_fork_parent();
-    if (atomic_load(&host_set_took_pools))
-        mp_pools_fork_release();
-}
-static void host_child(void)
-{
-    mp_host_fork_parent(); /* unlock */
-    if (!atomic_load(&host_set_took_pools))
-        return; /* the heap set's child handler adopts, after jemalloc's */
-    mp_pools_fork_release();
-    /* jemalloc not started at fork time: adopt here.  Started by another
-     * thread while this fork was being prepared (the heap set registered too
-     * late to run in this fork): jemalloc's locks may be held until its own
-     * child handler runs, so the other threads' cached blocks stay where
-     * they are (reserved, unused) rather than risk a call into it. */
-    child_adopt(!atomic_load(&je_started_at_prepare));
-}
-
-/* heap.c: jemalloc has started (and registered its handlers). */
-static void heap_started(void) { pthread_atfork(heap_prepare, heap_parent, heap_child); }
 
 static _Atomic pid_t init_pid;
 
@@ -177,10 +132,10 @@ int mp_init(void)
                                           + (uint64_t)mp_start_mono.tv_nsec);
     mp_size_classes_init(&mp_sc, (int)mp_opt(MP_OPT_HOST_SIZE_CLASSES),
                          (size_t)mp_opt(MP_OPT_HOST_MAX_BLOCK_SIZE));
-    bool ok = mp_heap_init((size_t)mp_opt(MP_OPT_HOST_RESERVE), (size_t)mp_opt(MP_OPT_HOST_CARVE_LIMIT), heap_started);
+    bool ok = mp_heap_init((size_t)mp_opt(MP_OPT_HOST_RESERVE), (size_t)mp_opt(MP_OPT_HOST_CARVE_LIMIT));
     mp_host_init();
     if (ok)
-        pthread_atfork(host_prepare, host_parent, host_child);
+        pthread_atfork(fork_prepare, fork_parent, fork_child);
     mp_tls_guard--;
     atomic_store_explicit(&mp_state, ok ? MP_STATE_READY : MP_STATE_LIBC, memory_order_release);
     return ok ? MP_STATE_READY : MP_STATE_LIBC;

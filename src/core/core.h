@@ -104,10 +104,9 @@ typedef struct mp_heap {
 extern mp_heap_t mp_heap;
 /* Reserve the range (halving down to 1 GiB) and open its carve area (a
  * stripe of carve_limit bytes, rounded up to a power of two, per class; 0 =
- * none); jemalloc is not started yet.  `started` runs once jemalloc has
- * started (its fork handlers registered), with the arena lock held.
- * Returns false if no memory could be reserved. */
-bool mp_heap_init(size_t reserve, size_t carve_limit, void (*started)(void));
+ * none); jemalloc is not started yet.  Returns false if no memory could be
+ * reserved. */
+bool mp_heap_init(size_t reserve, size_t carve_limit);
 /* Start jemalloc and create the bypass arena, once; its index, or 0 if it
  * failed or this thread is inside the start (the caller uses libc). */
 unsigned mp_heap_start(void);
@@ -117,8 +116,6 @@ static inline unsigned mp_heap_bypass_arena(void)
     return mp_likely(a != 0) ? a : mp_heap_start();
 }
 bool mp_heap_started(void);
-/* fork(): wait while another thread starts jemalloc. */
-void mp_heap_fork_wait_start(void);
 /* jemalloc arena index of a class, created on first use (starting
  * jemalloc); 0 on failure. */
 unsigned mp_heap_class_arena(unsigned cls);
@@ -135,9 +132,14 @@ static inline unsigned mp_class_of_offset(uintptr_t off)
     unsigned slotted = (unsigned)(off >> mp_heap.slot_shift);
     return off < mp_heap.carve_span ? striped : slotted;
 }
-/* fork(): hold the arena-creation lock across it (child: same unlock). */
+/* fork(): hold the arena-creation lock across it (child: same unlock), and,
+ * called last in prepare and first after it, jemalloc's own handlers when
+ * it has started (it does not register them itself). */
 void mp_heap_fork_prepare(void);
 void mp_heap_fork_parent(void);
+void mp_heap_fork_prepare_jemalloc(void);
+void mp_heap_fork_parent_jemalloc(void);
+void mp_heap_fork_child_jemalloc(void);
 /* Bytes of the range made accessible so far (for stats). */
 size_t mp_heap_mapped(void);
 

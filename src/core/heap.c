@@ -23,7 +23,6 @@
  */
 #include <errno.h>
 #include <pthread.h>
-#include <sched.h>
 #include <string.h>
 #include <sys/mman.h>
 
@@ -157,12 +156,9 @@ static unsigned create_arena(int slot)
     return ind;
 }
 
-static void (*on_start)(void);
-
-bool mp_heap_init(size_t reserve, size_t carve_limit, void (*started)(void))
+bool mp_heap_init(size_t reserve, size_t carve_limit)
 {
     memset(slot_of_arena, 0xff, sizeof(slot_of_arena));
-    on_start = started;
     void *p = MAP_FAILED;
     /* Power of two, so that class slots are a shift apart. */
     size_t want = (size_t)1 << (63 - __builtin_clzll(reserve));
@@ -214,10 +210,28 @@ bool mp_heap_init(size_t reserve, size_t carve_limit, void (*started)(void))
 
 /* ---- starting jemalloc ------------------------------------------------------ */
 
-enum { JE_OFF, JE_STARTING, JE_ON, JE_FAILED };
+enum { JE_OFF, JE_ON, JE_FAILED };
 static _Atomic int je_state;
 static _Thread_local bool starting_here __attribute__((tls_model("initial-exec")));
 
+/* jemalloc's fork handlers (global in its archive).  It would register them
+ * with pthread_atfork as it starts, in the middle of a running process and
+ * so in an order that depends on when; the build sends that call here
+ * instead (scripts/jemalloc-private.py) and mp_heap_fork_* call them, in the
+ * order init.c's handlers fix once at start. */
+void je_jemalloc_prefork(void);
+void je_jemalloc_postfork_parent(void);
+void je_jemalloc_postfork_child(void);
+int mp_je_pthread_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void));
+int mp_je_pthread_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void))
+{
+    (void)prepare, (void)parent, (void)child;
+    return 0;
+}
+
+/* The whole start holds the arena lock, which fork's prepare takes before
+ * calling into jemalloc: a fork waits for a start in progress, and a child
+ * never sees a half-started jemalloc. */
 unsigned mp_heap_start(void)
 {
     unsigned a = atomic_load_explicit(&mp_heap.bypass_arena, memory_order_acquire);
@@ -227,27 +241,18 @@ unsigned mp_heap_start(void)
     a = atomic_load(&mp_heap.bypass_arena);
     if (a == 0 && atomic_load(&je_state) == JE_OFF) {
         starting_here = true;
-        atomic_store(&je_state, JE_STARTING);
         a = create_arena(MP_CLASS_MAX); /* jemalloc's own start-up happens here */
-        if (a != 0 && on_start != NULL)
-            on_start(); /* fork handlers that must follow jemalloc's */
         atomic_store_explicit(&mp_heap.bypass_arena, a, memory_order_release);
         atomic_store(&je_state, a != 0 ? JE_ON : JE_FAILED);
         starting_here = false;
         if (a == 0)
-            mp_log(MP_LOG_INFO, "cannot create a jemalloc arena; large blocks come from libc");
+            mp_log(MP_LOG_INFO, "cannot start jemalloc; large blocks come from libc");
     }
     pthread_mutex_unlock(&arena_lock);
     return a;
 }
 
 bool mp_heap_started(void) { return atomic_load(&je_state) == JE_ON; }
-
-void mp_heap_fork_wait_start(void)
-{
-    while (atomic_load(&je_state) == JE_STARTING && !starting_here)
-        sched_yield();
-}
 
 unsigned mp_heap_class_arena(unsigned cls)
 {
@@ -268,5 +273,26 @@ unsigned mp_heap_class_arena(unsigned cls)
 
 size_t mp_heap_mapped(void) { return atomic_load(&mapped_bytes); }
 
+static bool je_forking; /* jemalloc's prefork ran for this fork */
+
 void mp_heap_fork_prepare(void) { pthread_mutex_lock(&arena_lock); }
 void mp_heap_fork_parent(void) { pthread_mutex_unlock(&arena_lock); }
+
+void mp_heap_fork_prepare_jemalloc(void)
+{
+    je_forking = atomic_load(&je_state) == JE_ON; /* stable: the arena lock is held */
+    if (je_forking)
+        je_jemalloc_prefork();
+}
+
+void mp_heap_fork_parent_jemalloc(void)
+{
+    if (je_forking)
+        je_jemalloc_postfork_parent();
+}
+
+void mp_heap_fork_child_jemalloc(void)
+{
+    if (je_forking)
+        je_jemalloc_postfork_child();
+}
