@@ -56,12 +56,18 @@ def main() -> int:
     check = "--check" in sys.argv[1:]
     src = Path(args[0]) if args else ROOT / "src/core/options.def"
     dst = Path(args[1]) if len(args) > 1 else ROOT / "docs/options.md"
-    text = render(parse(src.read_text()))
+    return write_or_check(dst, render(parse(src.read_text())), check, str(src), "scripts/gen-options-doc.py")
+
+
+def write_or_check(dst, text, check, sources, script):
+    """Write a generated file, or (check) say whether it is up to date:
+    0, or 1 with a line naming the script that regenerates it.  Shared with
+    scripts/gen-report-consts.py."""
     if check:
         if not dst.exists() or dst.read_text() != text:
-            print(f"{dst} is out of date: run scripts/gen-options-doc.py", file=sys.stderr)
+            print(f"{dst} is out of date: run {script}", file=sys.stderr)
             return 1
-        print(f"{dst} matches {src}")
+        print(f"{dst} matches {sources}")
         return 0
     dst.write_text(text)
     return 0

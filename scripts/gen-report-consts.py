@@ -27,13 +27,19 @@ SIZE = re.compile(r"^(\d+)([KMGT]?)$")
 SHIFT = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}
 
 
-def options_def_parser():
-    """parse() of scripts/gen-options-doc.py: the one reader of options.def."""
+def gen_options_doc():
+    """scripts/gen-options-doc.py as a module: the one reader of options.def
+    (parse) and of generated files (write_or_check)."""
     sys.dont_write_bytecode = True  # no __pycache__ in the source tree
     spec = importlib.util.spec_from_file_location("gen_options_doc", ROOT / "scripts/gen-options-doc.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    return mod.parse
+    return mod
+
+
+def options_def_parser():
+    """parse() of scripts/gen-options-doc.py."""
+    return gen_options_doc().parse
 
 
 def number(text: str, name: str):
@@ -77,15 +83,9 @@ def render() -> str:
 
 
 def main() -> int:
-    text = render()
-    if "--check" in sys.argv[1:]:
-        if not OUT.exists() or OUT.read_text() != text:
-            print(f"{OUT} is out of date: run scripts/gen-report-consts.py", file=sys.stderr)
-            return 1
-        print(f"{OUT} matches src/core/options.def and src/report/report.h")
-        return 0
-    OUT.write_text(text)
-    return 0
+    return gen_options_doc().write_or_check(OUT, render(), "--check" in sys.argv[1:],
+                                            "src/core/options.def and src/report/report.h",
+                                            "scripts/gen-report-consts.py")
 
 
 if __name__ == "__main__":
