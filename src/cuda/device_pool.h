@@ -13,7 +13,7 @@
 /* A device or pinned pool's counters (mempool.h's pools use them too),
  * each listed once: X(TYPE, FIELD, KEY, UNIT).  FIELD is the member of
  * mp_device_stats_t, KEY its name in the stats file (docs/stats.md, device
- * and pinned pools), in the file's order; UNIT says how stats_write.c
+ * and pinned pools), in the file's order; UNIT says how stats_json.c
  * writes it: num as it is, ns as seconds.  The file's keys come from this
  * list only, and pool_api.c takes the keys its "pools" objects share with
  * it from here (MP_DS_KEY), so a counter has one spelling in the file. */

@@ -1,6 +1,6 @@
 /*
  * A snapshot of the malloc pools' counters: one walk of the live data
- * (host_stats.c) that the renderers (report/stats_write.c: JSON file, text
+ * (host_stats.c) that the renderers (report/stats_json.c, stats_text.c: JSON file, text
  * table, summary) and the API's default host pool read.
  */
 #ifndef MEMPOOL_HOST_STATS_H

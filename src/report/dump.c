@@ -4,7 +4,7 @@
  * thread, with every signal blocked, writes the file.  Allocation never
  * waits for a dump: the writer reads counters like the exit report does.
  * The exit report takes the same write lock, so it is always the last file
- * written (stats_write.c).
+ * written (stats_file.c).
  */
 #include <errno.h>
 #include <string.h>

@@ -1,6 +1,7 @@
 /*
  * report/: above api/ (and so above every pool).  Snapshots of the
- * counters (stats.c), the stats file and summary (stats_write.c), dumps on a
+ * counters (stats.c), the stats file and summary (stats_file.c, through
+ * the emitter in emit.c to stats_json.c and stats_text.c), dumps on a
  * signal or an interval (dump.c) and the public stats entry points.
  */
 #ifndef MEMPOOL_REPORT_H
@@ -14,7 +15,7 @@
 #define MP_STATS_SCHEMA_VERSION 3
 
 
-/* ---- stats.c / stats_write.c -------------------------------------------- */
+/* ---- stats.c / stats_file.c --------------------------------------------- */
 void mp_stats_reset(void); /* after fork, in the child */
 /* Bytes in use and reserved of every kind (host, device, pinned) into
  * v[MP_TL_VALUES]: the timeline's reader, handed to it by init.c. */
