@@ -15,7 +15,7 @@
  * mp_device_stats_t, KEY its name in the stats file (docs/stats.md, device
  * and pinned pools), in the file's order; UNIT says how stats_json.c
  * writes it: num as it is, ns as seconds.  The file's keys come from this
- * list only, and pool_api.c takes the keys its "pools" objects share with
+ * list only, and report/pools_report.c takes the keys its "pools" objects share with
  * it from here (MP_DS_KEY), so a counter has one spelling in the file. */
 #define MP_DEVICE_STATS(X)                                                                     \
     X(uint64_t, requests, "requests", num)                                                     \
