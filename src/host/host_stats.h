@@ -6,7 +6,7 @@
 #ifndef MEMPOOL_HOST_STATS_H
 #define MEMPOOL_HOST_STATS_H
 
-#include "host.h"
+#include "core.h"
 
 /* X-macro of a row's counters: name in JSON, then meaning.  Counters only
  * go up; levels (current + peak) are listed separately. */

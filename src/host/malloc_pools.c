@@ -138,18 +138,24 @@ static shared_pool_t shared[MP_CLASS_MAX];
 static void trim_blocks(unsigned cls, void *const *blocks, uint64_t n)
 {
     size_t cs = mp_sc.size[cls];
+    void *head = NULL, *tail = NULL; /* carved blocks, chained, spliced in once */
     uint64_t carved = 0;
     for (uint64_t i = 0; i < n; i++) {
         if (mp_unlikely(mp_heap_is_carved(blocks[i]))) {
-            shared_pool_t *sp = &shared[cls];
-            pthread_mutex_lock(&sp->lock);
-            *(void **)blocks[i] = atomic_load_explicit(&sp->carve_spare, memory_order_relaxed);
-            atomic_store_explicit(&sp->carve_spare, blocks[i], memory_order_relaxed);
-            pthread_mutex_unlock(&sp->lock);
+            *(void **)blocks[i] = head;
+            head = blocks[i];
+            tail = tail ? tail : head;
             carved++;
             continue;
         }
         je_sdallocx(blocks[i], cs, 0);
+    }
+    if (head != NULL) {
+        shared_pool_t *sp = &shared[cls];
+        pthread_mutex_lock(&sp->lock);
+        *(void **)tail = atomic_load_explicit(&sp->carve_spare, memory_order_relaxed);
+        atomic_store_explicit(&sp->carve_spare, head, memory_order_relaxed);
+        pthread_mutex_unlock(&sp->lock);
     }
     n -= carved;
     mp_class_stats_t *s = &mp_class_stats[cls];
