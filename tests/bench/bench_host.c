@@ -10,6 +10,8 @@
  *   prodcons  one thread allocates, another frees (cross-thread free)
  *   realloc   buffers grown a few bytes at a time with realloc
  *   pair      malloc(64) + free in a tight loop: the cost of one hit pair
+ *   xfree64   64 threads in a ring, each freeing the batch the previous one
+ *             allocated (cross-thread free at scale: for the RSS rows)
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -127,6 +129,80 @@ static uint64_t grow(long rounds)
     return sum;
 }
 
+/* xfree64: thread i allocates a batch, hands it to thread i+1 through a
+ * one-place mailbox and frees the batch thread i-1 handed it. */
+enum { XF_THREADS = 64, XF_BATCH = 4000 };
+typedef struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    char **batch; /* NULL: empty */
+} mailbox_t;
+static mailbox_t mailbox[XF_THREADS];
+static long xf_rounds;
+
+static void mailbox_put(mailbox_t *m, char **b)
+{
+    pthread_mutex_lock(&m->lock);
+    while (m->batch != NULL)
+        pthread_cond_wait(&m->cond, &m->lock);
+    m->batch = b;
+    pthread_cond_broadcast(&m->cond);
+    pthread_mutex_unlock(&m->lock);
+}
+
+static char **mailbox_take(mailbox_t *m)
+{
+    pthread_mutex_lock(&m->lock);
+    while (m->batch == NULL)
+        pthread_cond_wait(&m->cond, &m->lock);
+    char **b = m->batch;
+    m->batch = NULL;
+    pthread_cond_broadcast(&m->cond);
+    pthread_mutex_unlock(&m->lock);
+    return b;
+}
+
+static void *xfree_thread(void *p)
+{
+    long i = (long)(intptr_t)p;
+    uint64_t s = 0x9E3779B97F4A7C15ull * (uint64_t)(i + 1), sum = 0;
+    for (long r = 0; r < xf_rounds; r++) {
+        char **b = malloc(XF_BATCH * sizeof(char *));
+        for (int k = 0; k < XF_BATCH; k++) {
+            size_t sz = random_size(next(&s));
+            b[k] = malloc(sz);
+            b[k][0] = (char)sz;
+        }
+        mailbox_put(&mailbox[(i + 1) % XF_THREADS], b);
+        char **got = mailbox_take(&mailbox[i]);
+        for (int k = 0; k < XF_BATCH; k++) {
+            sum += (unsigned char)got[k][0];
+            free(got[k]);
+        }
+        free(got);
+    }
+    return (void *)(uintptr_t)sum;
+}
+
+static uint64_t xfree64(long rounds)
+{
+    pthread_t t[XF_THREADS];
+    uint64_t sum = 0;
+    xf_rounds = rounds;
+    for (int i = 0; i < XF_THREADS; i++) {
+        pthread_mutex_init(&mailbox[i].lock, NULL);
+        pthread_cond_init(&mailbox[i].cond, NULL);
+    }
+    for (long i = 0; i < XF_THREADS; i++)
+        pthread_create(&t[i], NULL, xfree_thread, (void *)(intptr_t)i);
+    for (int i = 0; i < XF_THREADS; i++) {
+        void *r;
+        pthread_join(t[i], &r);
+        sum += (uint64_t)(uintptr_t)r;
+    }
+    return sum;
+}
+
 int main(int argc, char **argv)
 {
     const char *w = argc > 1 ? argv[1] : "churn";
@@ -163,6 +239,8 @@ int main(int argc, char **argv)
             sum += (unsigned char)p[0];
             free(p);
         }
+    } else if (strcmp(w, "xfree64") == 0) {
+        sum = xfree64((long)(40 * scale));
     } else if (strcmp(w, "realloc") == 0) {
         sum = grow((long)(20000 * scale));
     } else {
