@@ -57,6 +57,17 @@ START_TEST(carving_stays_in_the_stripe_and_budget)
         m++;
     ck_assert_uint_eq(m, (64u << 10) / 4096);
     ck_assert_ptr_null(mp_heap_carve(MP_CLASS_MAX, 16, 1 << 20));
+    /* Runs: adjacent blocks in one step, cut short at the budget. */
+    unsigned want = 15;
+    char *run = mp_heap_carve_run(c + 2, 48, 1000, &want);
+    ck_assert_uint_eq(want, 15);
+    ck_assert_uint_eq((uintptr_t)run, mp_heap.base + ((uintptr_t)(c + 2) << mp_heap.stripe_shift));
+    want = 15;
+    char *rest = mp_heap_carve_run(c + 2, 48, 1000, &want);
+    ck_assert_uint_eq(want, 1000 / 48 - 15);
+    ck_assert_ptr_eq(rest, run + 15 * 48);
+    want = 15;
+    ck_assert_ptr_null(mp_heap_carve_run(c + 2, 48, 1000, &want));
     ck_assert(!mp_heap_started()); /* carving never starts jemalloc */
 }
 END_TEST

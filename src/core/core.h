@@ -122,6 +122,10 @@ unsigned mp_heap_class_arena(unsigned cls);
 /* size bytes of class cls's stripe of the carve area (never jemalloc's,
  * never returned), at most budget bytes in all; NULL past that.  Thread-safe. */
 void *mp_heap_carve(unsigned cls, size_t size, size_t budget);
+/* The same for a run of up to *count adjacent blocks (one atomic step);
+ * *count is set to the blocks carved.  A thread that takes its blocks in
+ * runs does not share cache lines with another thread's blocks. */
+void *mp_heap_carve_run(unsigned cls, size_t size, size_t budget, unsigned *count);
 /* Whether p (a class block) was carved. */
 static inline bool mp_heap_is_carved(const void *p) { return (uintptr_t)p - mp_heap.base < mp_heap.carve_span; }
 /* The class of the block at offset off < class_span from the base: in the

@@ -68,19 +68,29 @@ static void *hook_alloc(extent_hooks_t *h, void *new_addr, size_t size, size_t a
     return (void *)start;
 }
 
-void *mp_heap_carve(unsigned cls, size_t size, size_t budget)
+void *mp_heap_carve_run(unsigned cls, size_t size, size_t budget, unsigned *count)
 {
-    if (cls >= MP_CLASS_MAX || mp_heap.carve_span == 0)
+    if (cls >= MP_CLASS_MAX || mp_heap.carve_span == 0 || *count == 0)
         return NULL;
     size_t stripe = (size_t)1 << mp_heap.stripe_shift;
     uintptr_t end = mp_heap.base + ((uintptr_t)cls << mp_heap.stripe_shift) + (budget < stripe ? budget : stripe);
     uintptr_t cur = atomic_load_explicit(&carve_next[cls], memory_order_relaxed);
+    unsigned n;
     do {
         if (cur + size > end)
             return NULL; /* the class has outgrown its stripe */
-    } while (!atomic_compare_exchange_weak_explicit(&carve_next[cls], &cur, cur + size, memory_order_relaxed,
+        uintptr_t fit = (end - cur) / size;
+        n = fit < *count ? (unsigned)fit : *count;
+    } while (!atomic_compare_exchange_weak_explicit(&carve_next[cls], &cur, cur + n * size, memory_order_relaxed,
                                                     memory_order_relaxed));
+    *count = n;
     return (void *)cur;
+}
+
+void *mp_heap_carve(unsigned cls, size_t size, size_t budget)
+{
+    unsigned one = 1;
+    return mp_heap_carve_run(cls, size, budget, &one);
 }
 
 /* Keep the extent (jemalloc retains and reuses it). */

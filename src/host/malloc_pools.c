@@ -257,17 +257,36 @@ static void *carve_spare(unsigned cls)
     return p;
 }
 
-/* A new block of class cls (a miss): carved while the class is small, then
- * from its jemalloc arena. */
-static void *class_miss(unsigned cls)
+/* Blocks carved for a miss: enough for half the thread's bin, at most a
+ * page's worth, so that blocks carved for different threads seldom share a
+ * cache line (one block per miss interleaves them: measured 1.4-1.7x slower
+ * on glibc-thread with 2 threads). */
+static unsigned carve_run_length(const mp_tcache_t *tc, unsigned cls)
+{
+    size_t cs = mp_sc.size[cls];
+    if (!tcache_live(tc) || cs >= 4096)
+        return 1;
+    unsigned n = tc->cl[cls].cap / 2 + 1, page = (unsigned)(4096 / cs);
+    return n < page ? n : page;
+}
+
+/* A new block of class cls (a miss): carved while the class is small (a
+ * run, the rest into the thread's bin), then from its jemalloc arena. */
+static void *class_miss(mp_tcache_t *tc, unsigned cls)
 {
     size_t cs = mp_sc.size[cls];
     void *p = carve_spare(cls);
     if (p != NULL)
         return p; /* still counted as reserved */
+    unsigned n = carve_run_length(tc, cls);
     if (atomic_load_explicit(&mp_heap.class_arena[cls], memory_order_relaxed) == 0
-        && (p = mp_heap_carve(cls, cs, carve_limit)) != NULL) {
-        reserved_add(cls, (int64_t)cs);
+        && (p = mp_heap_carve_run(cls, cs, carve_limit, &n)) != NULL) {
+        reserved_add(cls, (int64_t)(n * cs));
+        if (n > 1) { /* the bin is empty: a miss comes after a failed refill */
+            mp_tclass_t *b = &tc->cl[cls];
+            for (unsigned i = 1; i < n; i++)
+                b->slots[b->count++] = (char *)p + (size_t)(n - i) * cs;
+        }
         return p;
     }
     unsigned arena = mp_heap_class_arena(cls);
@@ -522,7 +541,7 @@ static void *class_alloc(unsigned cls, size_t req, size_t align, bool *reused)
     }
     bool sampled = mp_callsite_sample_host(mp_sc.size[cls]);
     uint64_t t0 = sampled ? mp_now_ns() : 0;
-    p = class_miss(cls);
+    p = class_miss(tc, cls);
     if (p != NULL) {
         count_alloc(tc, cls, req, false);
         if (sampled)
