@@ -132,6 +132,7 @@ int mp_init(void)
                                           + (uint64_t)mp_start_mono.tv_nsec);
     mp_size_classes_init(&mp_sc, (int)mp_opt(MP_OPT_HOST_SIZE_CLASSES),
                          (size_t)mp_opt(MP_OPT_HOST_MAX_BLOCK_SIZE));
+    mp_heap_set_large_purge((size_t)mp_opt(MP_OPT_HOST_LARGE_PURGE));
     bool ok = mp_heap_init((size_t)mp_opt(MP_OPT_HOST_RESERVE), (size_t)mp_opt(MP_OPT_HOST_CARVE_LIMIT));
     mp_host_init();
     if (ok)

@@ -119,6 +119,9 @@ bool mp_heap_started(void);
 /* jemalloc arena index of a class, created on first use (starting
  * jemalloc); 0 on failure. */
 unsigned mp_heap_class_arena(unsigned cls);
+/* Freed jemalloc extents of at least bytes are purged at once (0: never;
+ * MEMPOOL_HOST_LARGE_PURGE).  Takes effect only before jemalloc starts. */
+void mp_heap_set_large_purge(size_t bytes);
 /* size bytes of class cls's stripe of the carve area (never jemalloc's,
  * never returned), at most budget bytes in all; NULL past that.  Thread-safe. */
 void *mp_heap_carve(unsigned cls, size_t size, size_t budget);

@@ -22,6 +22,7 @@
  * exec when spread).
  */
 #include <errno.h>
+#include <stdio.h>
 #include <pthread.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -219,6 +220,17 @@ bool mp_heap_init(size_t reserve, size_t carve_limit)
 }
 
 /* ---- starting jemalloc ------------------------------------------------------ */
+
+/* jemalloc's compiled-in options (read once, as it starts; MALLOC_CONF in
+ * the environment still applies on top). */
+static char je_conf[64] = "oversize_threshold:0";
+const char *je_malloc_conf = je_conf;
+
+void mp_heap_set_large_purge(size_t bytes)
+{
+    /* 0 disables jemalloc's eager purge of freed extents of this size. */
+    snprintf(je_conf, sizeof(je_conf), "oversize_threshold:%zu", bytes);
+}
 
 enum { JE_OFF, JE_ON, JE_FAILED };
 static _Atomic int je_state;
