@@ -160,6 +160,7 @@ static void start(void)
 {
     setenv("MEMPOOL_HOST_RESERVE", "64G", 0);
     setenv("MEMPOOL_HOST_TCACHE_BLOCKS", "16", 1); /* spill and refill often */
+    setenv("MEMPOOL_HOST_CARVE_LIMIT", "64K", 1);  /* classes reach jemalloc (and its faults) */
     setenv("MEMPOOL_DEVICE_CACHE_LIMIT", "8M", 1); /* trims to the driver too */
     const char *s = getenv("MEMPOOL_TEST_SEED");
     seed = s ? strtoul(s, NULL, 10) : (unsigned long)time(NULL);

@@ -458,7 +458,8 @@ class AdviceRealRuns(unittest.TestCase):
 
     def test_host_cache_limit(self):
         need(CXX)
-        f, d = self.one([CXX], HOST_CACHE_LIMIT=0)
+        # Carved blocks are kept, never trimmed: arenas from the first miss.
+        f, d = self.one([CXX], HOST_CACHE_LIMIT=0, HOST_CARVE_LIMIT=0)
         peak = d["kinds"]["host"]["totals"]["bytes_reserved_peak"]
         adv = [a for a in advice_for(f, "host_trims") if a["option"] == "MEMPOOL_HOST_CACHE_LIMIT"]
         self.assertEqual([(a["current"], a["advised"]) for a in adv], [(0, pow2_ceil(peak))])
@@ -466,7 +467,7 @@ class AdviceRealRuns(unittest.TestCase):
 
     def test_host_max_blocks(self):
         need(CXX)
-        f, d = self.one([CXX], HOST_MAX_BLOCKS=64)
+        f, d = self.one([CXX], HOST_MAX_BLOCKS=64, HOST_CARVE_LIMIT=0)
         hurt = [c for c in d["kinds"]["host"]["size_classes"]
                 if c["trims"] and c["hit_rate"] < 0.9 and c["misses"] >= 10]
         want = pow2_ceil(max(math.ceil(c["bytes_reserved_peak"] / c["size"]) for c in hurt))
