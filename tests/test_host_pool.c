@@ -245,6 +245,37 @@ START_TEST(thread_exit_returns_cache)
 }
 END_TEST
 
+static void *churn_in_thread(void *arg)
+{
+    (void)arg;
+    void *b[5];
+    for (int i = 0; i < 5; i++)
+        b[i] = mp_malloc(80);
+    for (int i = 0; i < 5; i++)
+        mp_free(b[i]);
+    return NULL;
+}
+
+START_TEST(exited_threads_caches_are_reused_with_clean_counters)
+{
+    start();
+    /* Twenty threads one after another: from the second on, each takes an
+     * exited thread's cache (drained, counters folded and zeroed).  A count
+     * left behind would be folded twice. */
+    for (int i = 0; i < 20; i++) {
+        pthread_t t;
+        ck_assert_int_eq(pthread_create(&t, NULL, churn_in_thread, NULL), 0);
+        pthread_join(t, NULL);
+    }
+    const mp_row_t *r = row_of(80);
+    ck_assert_uint_eq(r->hits + r->misses, 100);
+    ck_assert_uint_eq(r->releases, 100);
+    ck_assert_int_eq(r->bytes_in_use, 0);
+    ck_assert_uint_eq(r->misses, 5); /* the first thread's; the others refill from what it left */
+    ck_assert_int_eq((int64_t)(r->cached_blocks * 80), r->bytes_reserved); /* every block back, none lost */
+}
+END_TEST
+
 static const size_t aligns[] = {32, 64, 128, 256, 512, 1024, 4096, 8192, 65536, 1 << 21};
 
 START_TEST(alignment_is_exact)
@@ -514,6 +545,7 @@ static Suite *host_pool_suite(void)
     tcase_add_test(tc, cache_limit_in_bytes);
     tcase_add_test(tc, trim_returns_cached_bytes);
     tcase_add_test(tc, thread_exit_returns_cache);
+    tcase_add_test(tc, exited_threads_caches_are_reused_with_clean_counters);
     tcase_add_test(tc, frees_after_thread_cache_destroyed);
     tcase_add_test(tc, disable_passes_through);
     tcase_add_test(tc, host_off_counts_unpooled_calls);
