@@ -4,7 +4,9 @@
  * start of jemalloc, class arenas that carve from their own slot.
  */
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "check_main.h"
 #include "internal.h"
@@ -107,6 +109,47 @@ START_TEST(jemalloc_starts_once_on_demand)
 }
 END_TEST
 
+/* Pages of [p, p + len) resident now. */
+static size_t resident_pages(void *p, size_t len)
+{
+    size_t n = len / 4096, count = 0;
+    unsigned char *v = calloc(n, 1);
+    ck_assert_int_eq(mincore(p, len, v), 0);
+    for (size_t i = 0; i < n; i++)
+        count += v[i] & 1;
+    free(v);
+    return count;
+}
+
+/* A freed 16 MiB block, written first: how many of its pages stay. */
+static size_t resident_after_free(void)
+{
+    unsigned a = mp_heap_bypass_arena();
+    ck_assert_uint_ne(a, 0);
+    size_t len = (size_t)16 << 20;
+    char *p = je_mallocx(len, MALLOCX_ARENA(a) | MALLOCX_TCACHE_NONE | MALLOCX_ALIGN(4096));
+    ck_assert_ptr_nonnull(p);
+    memset(p, 1, len);
+    ck_assert_uint_eq(resident_pages(p, len), len / 4096);
+    je_dallocx(p, MALLOCX_TCACHE_NONE);
+    return resident_pages(p, len);
+}
+
+START_TEST(large_blocks_stay_resident_by_default)
+{
+    init_heap((size_t)64 << 30, 64 << 10);
+    ck_assert_uint_eq(resident_after_free(), ((size_t)16 << 20) / 4096); /* kept for reuse */
+}
+END_TEST
+
+START_TEST(large_purge_returns_them_at_once)
+{
+    mp_heap_set_large_purge((size_t)8 << 20); /* jemalloc's own default */
+    init_heap((size_t)64 << 30, 64 << 10);
+    ck_assert_uint_eq(resident_after_free(), 0);
+}
+END_TEST
+
 START_TEST(class_arena_serves_from_its_slot)
 {
     init_heap((size_t)64 << 30, 64 << 10);
@@ -164,6 +207,8 @@ static Suite *suite(void)
     tcase_add_test(tc, jemalloc_starts_once_on_demand);
     tcase_add_test(tc, class_arena_serves_from_its_slot);
     tcase_add_test(tc, concurrent_starts_agree);
+    tcase_add_test(tc, large_blocks_stay_resident_by_default);
+    tcase_add_test(tc, large_purge_returns_them_at_once);
     suite_add_tcase(s, tc);
     return s;
 }
