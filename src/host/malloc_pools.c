@@ -401,28 +401,10 @@ static size_t tcache_bytes(const mp_tcache_t *tc)
     return bytes;
 }
 
-static mp_tcache_t *tcache_create(void)
+/* A new cache: one mapping, the cache, then every bin's slots; NULL if
+ * the mapping fails. */
+static mp_tcache_t *tcache_map(void)
 {
-    /* While this runs, nested calls (pthread_setspecific may calloc) take
-     * the direct path. */
-    mp_tls_tcache = &tcache_dead;
-    pthread_mutex_lock(&registry_lock);
-    mp_tcache_t *tc = spare_tcaches;
-    if (tc != NULL) {
-        spare_tcaches = tc->next;
-        spare_count--;
-        tc->prev = NULL;
-        tc->next = registry;
-        if (registry)
-            registry->prev = tc;
-        registry = tc;
-    }
-    pthread_mutex_unlock(&registry_lock);
-    if (tc != NULL) {
-        pthread_setspecific(tcache_key, tc);
-        mp_tls_tcache = tc;
-        return tc;
-    }
     uint64_t blocks = mp_opt(MP_OPT_HOST_TCACHE_BLOCKS), limit = mp_opt(MP_OPT_HOST_TCACHE_LIMIT);
     uint32_t caps[MP_CLASS_MAX];
     size_t nslots = 0;
@@ -435,11 +417,10 @@ static mp_tcache_t *tcache_create(void)
             caps[c] = 0; /* every call takes the slow path, where the checks are */
         nslots += caps[c];
     }
-    /* One mapping: the cache, then every bin's slots. */
     size_t size = sizeof(mp_tcache_t) + nslots * sizeof(void *);
-    tc = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    mp_tcache_t *tc = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (tc == MAP_FAILED)
-        return &tcache_dead;
+        return NULL;
     tc->map_size = size;
     void **slots = (void **)(tc + 1);
     for (unsigned c = 0; c < mp_sc.count; c++) {
@@ -449,7 +430,25 @@ static mp_tcache_t *tcache_create(void)
         slots += caps[c];
     }
     tc->cached_limit = (size_t)limit;
+    return tc;
+}
+
+static mp_tcache_t *tcache_create(void)
+{
+    /* While this runs, nested calls (pthread_setspecific may calloc) take
+     * the direct path. */
+    mp_tls_tcache = &tcache_dead;
     pthread_mutex_lock(&registry_lock);
+    mp_tcache_t *tc = spare_tcaches; /* an exited thread's, if any */
+    if (tc != NULL) {
+        spare_tcaches = tc->next;
+        spare_count--;
+    }
+    pthread_mutex_unlock(&registry_lock);
+    if (tc == NULL && (tc = tcache_map()) == NULL)
+        return &tcache_dead;
+    pthread_mutex_lock(&registry_lock);
+    tc->prev = NULL;
     tc->next = registry;
     if (registry)
         registry->prev = tc;
