@@ -14,8 +14,10 @@
 #include "export.h"
 #include "internal.h"
 
-__attribute__((constructor)) static void mp_preload_start(void)
+/* glibc calls constructors with (argc, argv, envp). */
+__attribute__((constructor)) static void mp_preload_start(int argc, char **argv)
 {
+    mp_process_args(argc, argv);
     mp_init();
     mp_dump_start(); /* MEMPOOL_DUMP_SIGNAL / _INTERVAL: not from inside an allocation */
 }

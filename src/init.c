@@ -21,6 +21,16 @@
 
 static const char *env_lookup(const char *name) { return secure_getenv(name); }
 
+/* Most processes set no MEMPOOL_ option: one pass over the environment
+ * spares them a getenv per option. */
+static bool environ_has_options(void)
+{
+    for (char **e = environ; e && *e; e++)
+        if (strncmp(*e, "MEMPOOL_", 8) == 0)
+            return true;
+    return false;
+}
+
 /* Registered first thing in init, so a fork() in another thread waits for
  * initialisation to finish instead of copying it half done. */
 static void fork_wait_init(void)
@@ -85,7 +95,7 @@ static void fork_child(void)
     log_file_from_options();
 }
 
-static _Atomic pid_t init_pid;
+MP_STARTUP_DATA static _Atomic pid_t init_pid;
 
 /* This process was forked while another thread initialised the shim (before
  * the fork handlers were registered): that thread does not exist here, and
@@ -124,7 +134,7 @@ int mp_init(void)
     clock_gettime(CLOCK_REALTIME, &mp_start_real);
     clock_gettime(CLOCK_MONOTONIC, &mp_start_mono);
     mp_libc_resolve();
-    mp_options_load(env_lookup);
+    mp_options_load(environ_has_options() ? env_lookup : NULL);
     log_file_from_options();
     mp_callsite_init();
     mp_debug_init();

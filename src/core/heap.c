@@ -30,7 +30,7 @@
 #include "core.h"
 #include "jemalloc_private.h"
 
-mp_heap_t mp_heap;
+MP_STARTUP_DATA mp_heap_t mp_heap;
 
 #define MAX_ARENAS 4096
 /* Bump pointer of each slot: MP_CLASS_MAX class slots, then the bypass area. */
@@ -38,19 +38,20 @@ typedef struct slot {
     _Atomic uintptr_t next;
     uintptr_t end;
 } slot_t;
-static slot_t slots[MP_CLASS_MAX + 1];
-static int16_t slot_of_arena[MAX_ARENAS]; /* -1: not ours */
+MP_STARTUP_DATA static slot_t slots[MP_CLASS_MAX + 1]; /* bumped only when jemalloc maps an extent */
+static int16_t slot_of_arena[MAX_ARENAS]; /* slot + 1; 0: not ours (no memset at start) */
+MP_STARTUP_DATA static unsigned arenas_seen; /* entries of slot_of_arena ever set (arena_lock) */
 static pthread_mutex_t arena_lock = PTHREAD_MUTEX_INITIALIZER;
 static _Atomic size_t mapped_bytes;
-static _Atomic(uintptr_t) carve_next[MP_CLASS_MAX]; /* 0: class not carved yet */
+static _Atomic(uintptr_t) carve_used[MP_CLASS_MAX]; /* bytes carved from each stripe (zero at start: nothing to write) */
 
 static void *hook_alloc(extent_hooks_t *h, void *new_addr, size_t size, size_t alignment,
                         bool *zero, bool *commit, unsigned arena_ind)
 {
     (void)h;
-    if (arena_ind >= MAX_ARENAS || slot_of_arena[arena_ind] < 0)
+    if (arena_ind >= MAX_ARENAS || slot_of_arena[arena_ind] == 0)
         return NULL;
-    slot_t *s = &slots[slot_of_arena[arena_ind]];
+    slot_t *s = &slots[slot_of_arena[arena_ind] - 1];
     if (alignment < 4096)
         alignment = 4096;
     uintptr_t cur = atomic_load(&s->next), start;
@@ -74,18 +75,18 @@ void *mp_heap_carve_run(unsigned cls, size_t size, size_t budget, unsigned *coun
     if (cls >= MP_CLASS_MAX || mp_heap.carve_span == 0 || *count == 0)
         return NULL;
     size_t stripe = (size_t)1 << mp_heap.stripe_shift;
-    uintptr_t end = mp_heap.base + ((uintptr_t)cls << mp_heap.stripe_shift) + (budget < stripe ? budget : stripe);
-    uintptr_t cur = atomic_load_explicit(&carve_next[cls], memory_order_relaxed);
+    uintptr_t end = budget < stripe ? budget : stripe;
+    uintptr_t cur = atomic_load_explicit(&carve_used[cls], memory_order_relaxed);
     unsigned n;
     do {
         if (cur + size > end)
             return NULL; /* the class has outgrown its stripe */
         uintptr_t fit = (end - cur) / size;
         n = fit < *count ? (unsigned)fit : *count;
-    } while (!atomic_compare_exchange_weak_explicit(&carve_next[cls], &cur, cur + n * size, memory_order_relaxed,
+    } while (!atomic_compare_exchange_weak_explicit(&carve_used[cls], &cur, cur + n * size, memory_order_relaxed,
                                                     memory_order_relaxed));
     *count = n;
-    return (void *)cur;
+    return (void *)(mp_heap.base + ((uintptr_t)cls << mp_heap.stripe_shift) + cur);
 }
 
 void *mp_heap_carve(unsigned cls, size_t size, size_t budget)
@@ -155,21 +156,30 @@ static unsigned create_arena(int slot)
     size_t nsz = sizeof(narenas);
     if (je_mallctl("arenas.narenas", &narenas, &nsz, NULL, 0) != 0 || narenas >= MAX_ARENAS)
         return 0;
-    slot_of_arena[narenas] = (int16_t)slot;
+    slot_of_arena[narenas] = (int16_t)(slot + 1);
+    if (arenas_seen <= narenas)
+        arenas_seen = narenas + 1;
     if (je_mallctl("arenas.create", &ind, &sz, &hp, sizeof(hp)) != 0 || ind >= MAX_ARENAS) {
-        slot_of_arena[narenas] = -1;
+        slot_of_arena[narenas] = 0;
         return 0;
     }
     if (ind != narenas) { /* someone else created an arena meanwhile */
-        slot_of_arena[narenas] = -1;
-        slot_of_arena[ind] = (int16_t)slot;
+        slot_of_arena[narenas] = 0;
+        slot_of_arena[ind] = (int16_t)(slot + 1);
+        if (arenas_seen <= ind)
+            arenas_seen = ind + 1;
     }
     return ind;
 }
 
 bool mp_heap_init(size_t reserve, size_t carve_limit)
 {
-    memset(slot_of_arena, 0xff, sizeof(slot_of_arena));
+    if (mp_heap.size != 0) { /* a second init (tests); the first touches no page here */
+        for (unsigned i = 0; i < arenas_seen; i++)
+            slot_of_arena[i] = 0;
+        for (unsigned i = 0; i < MP_CLASS_MAX; i++)
+            atomic_store(&carve_used[i], 0);
+    }
     void *p = MAP_FAILED;
     /* Power of two, so that class slots are a shift apart. */
     size_t want = (size_t)1 << (63 - __builtin_clzll(reserve));
@@ -205,7 +215,6 @@ bool mp_heap_init(size_t reserve, size_t carve_limit)
          * otherwise share the same TLB sets. */
         slots[i].next = base + i * slot + (i == 0 ? carve_span : 0) + ((i * 67u) % 512u) * 4096u;
         slots[i].end = base + (i + 1) * slot;
-        carve_next[i] = base + i * stripe;
     }
     slots[MP_CLASS_MAX].next = base + want / 2;
     slots[MP_CLASS_MAX].end = base + want;

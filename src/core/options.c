@@ -18,7 +18,7 @@ const mp_option_desc_t mp_option_table[MP_OPT_COUNT] = {
 
 /* Log level preset so that messages before the options are read use warn. */
 uint64_t mp_opt_values[MP_OPT_COUNT] = {[MP_OPT_LOG_LEVEL] = MP_LOG_WARN};
-char mp_opt_stats_path[MP_PATH_MAX];
+MP_STARTUP_DATA char mp_opt_stats_path[MP_PATH_MAX];
 
 static bool ieq(const char *a, const char *b)
 {

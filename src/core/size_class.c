@@ -9,7 +9,7 @@
 
 #include "core.h"
 
-mp_size_classes_t mp_sc;
+_Alignas(4096) mp_size_classes_t mp_sc; /* one page, not two, at start */
 
 static size_t pow2_floor(size_t x) { return (size_t)1 << (63 - __builtin_clzll(x)); }
 

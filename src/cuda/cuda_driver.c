@@ -11,7 +11,7 @@
 #include "cuda_driver.h"
 #include "cuda_hooks.h"
 
-mp_cuda_t mp_cuda;
+MP_STARTUP_DATA mp_cuda_t mp_cuda;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
 typedef mp_cu_result (*get_proc_fn)(const char *, void **, int, uint64_t, int *);

@@ -20,7 +20,7 @@
 
 #include "callsite.h"
 
-uint64_t mp_callsite_rate;
+MP_STARTUP_DATA uint64_t mp_callsite_rate;
 _Thread_local int64_t mp_tls_sample_left __attribute__((tls_model("initial-exec")));
 static _Thread_local bool tls_armed __attribute__((tls_model("initial-exec")));
 static _Thread_local bool tls_capturing __attribute__((tls_model("initial-exec")));
@@ -29,7 +29,7 @@ static _Thread_local uint64_t tls_rng __attribute__((tls_model("initial-exec")))
 static mp_site_t sites[MP_SITES];
 static atomic_flag table_lock = ATOMIC_FLAG_INIT;
 static _Atomic uint64_t captured, skipped;
-static unsigned depth;
+MP_STARTUP_DATA static unsigned depth;
 
 /* The shim's own code: frames in it are dropped from the top of a stack. */
 static _Atomic int self_state; /* 0 unknown, 1 finding, 2 known */

@@ -26,9 +26,9 @@
 #include "callsite.h"
 #include "diag.h"
 
-bool mp_debug_on;
-static bool abort_on_finding;
-static _Atomic uint64_t findings[MP_DEBUG_KINDS];
+MP_STARTUP_DATA bool mp_debug_on;
+MP_STARTUP_DATA static bool abort_on_finding;
+MP_STARTUP_DATA static _Atomic uint64_t findings[MP_DEBUG_KINDS]; /* rare */
 
 #define TAG_LIVE 0x6d706c6976652121ull  /* "mplive!!" */
 #define TAG_FREED 0x6d70667265656421ull /* "mpfreed!" */

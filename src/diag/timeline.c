@@ -12,15 +12,15 @@
 #include "timeline.h"
 
 _Atomic uint64_t mp_tl_next = UINT64_MAX;
-bool mp_timeline_host;
+MP_STARTUP_DATA bool mp_timeline_host;
 
-static pthread_mutex_t ring_lock = PTHREAD_MUTEX_INITIALIZER;
+MP_STARTUP_DATA static pthread_mutex_t ring_lock = PTHREAD_MUTEX_INITIALIZER; /* once per sample */
 static mp_tl_sample_t ring[MP_TL_SAMPLES];
-static size_t ring_n;
-static uint64_t interval_ns;
+MP_STARTUP_DATA static size_t ring_n;
+MP_STARTUP_DATA static uint64_t interval_ns;
 /* Handed in at start: the timeline calls no pool, the pools call it. */
-static mp_tl_totals_fn read_totals;
-static uint64_t start_ns;
+MP_STARTUP_DATA static mp_tl_totals_fn read_totals;
+MP_STARTUP_DATA static uint64_t start_ns;
 
 uint64_t mp_timeline_now(void)
 {
@@ -75,6 +75,14 @@ void mp_timeline_force(void)
     pthread_mutex_unlock(&ring_lock);
     if (started)
         take(mp_timeline_now(), true);
+}
+
+size_t mp_timeline_len(void)
+{
+    pthread_mutex_lock(&ring_lock);
+    size_t n = ring_n;
+    pthread_mutex_unlock(&ring_lock);
+    return n;
 }
 
 size_t mp_timeline_copy(mp_tl_sample_t *out, size_t cap, uint64_t *interval)

@@ -3,6 +3,7 @@
  * counters, the live thread caches and the shared pools into rows per size
  * class and a total (read by the report and the API's default host pool).
  */
+#include <stddef.h>
 #include <string.h>
 #include <time.h>
 
@@ -24,7 +25,11 @@ static void add_tcache(const mp_tcache_t *tc, void *arg)
 
 void mp_stats_snapshot(mp_snapshot_t *s)
 {
-    memset(s, 0, sizeof(*s));
+    /* Zero what is filled in, not the rows of classes that do not exist:
+     * the report's snapshot is static storage, left untouched past them. */
+    memset(s, 0, offsetof(mp_snapshot_t, rows));
+    memset(s->rows, 0, mp_sc.count * sizeof(s->rows[0]));
+    s->mapped = 0;
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     s->duration_s = (double)(now.tv_sec - mp_start_mono.tv_sec)
@@ -48,8 +53,9 @@ void mp_stats_snapshot(mp_snapshot_t *s)
     mp_row_t *t = &s->total;
     for (unsigned c = 0; c < mp_sc.count; c++) {
         mp_row_t *r = &s->rows[c];
-        uint64_t blocks, bytes;
-        mp_host_shared_cached(c, &blocks, &bytes);
+        uint64_t blocks = 0, bytes;
+        if (r->bytes_reserved != 0) /* cached blocks are reserved ones: a class never used is not read */
+            mp_host_shared_cached(c, &blocks, &bytes);
         r->cached_blocks += blocks;
         r->cached_bytes = r->cached_blocks * r->size;
         r->requests = r->hits + r->misses;

@@ -43,24 +43,26 @@ typedef struct shared_pool {
     pthread_mutex_t lock;
     void **slots;           /* cap entries, mapped on first use */
     _Atomic uint64_t count; /* written under lock, peeked without */
-    uint64_t cap;
+    bool unmappable;        /* the slots could not be mapped: no pool for this class */
     /* Trimmed carved blocks (under lock; a list through their first word):
      * carved memory is never returned, it serves the class's next misses. */
     void *_Atomic carve_spare;
 } __attribute__((aligned(64))) shared_pool_t;
 
 static _Atomic uint64_t shared_bytes;
-static uint64_t shared_limit;
-static bool pooling;  /* false: MEMPOOL_DISABLE or MEMPOOL_HOST=0 */
-static bool counting; /* false: MEMPOOL_DISABLE, a bare pass-through to jemalloc */
-static uint64_t carve_limit; /* MEMPOOL_HOST_CARVE_LIMIT */
+MP_STARTUP_DATA static uint64_t shared_limit;
+MP_STARTUP_DATA static bool pooling;  /* false: MEMPOOL_DISABLE or MEMPOOL_HOST=0 */
+MP_STARTUP_DATA static bool counting; /* false: MEMPOOL_DISABLE, a bare pass-through to jemalloc */
+MP_STARTUP_DATA static uint64_t carve_limit; /* MEMPOOL_HOST_CARVE_LIMIT */
+MP_STARTUP_DATA static uint64_t shared_cap;  /* MEMPOOL_HOST_MAX_BLOCKS: slots of each class's shared pool */
 
 /* Thread caches of exited threads point here: no bin takes a block, so
  * every call of such a thread takes the slow path. */
 static mp_tcache_t tcache_dead;
-static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
-static mp_tcache_t *registry;
-static pthread_key_t tcache_key;
+MP_STARTUP_DATA static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER; /* thread start and exit */
+MP_STARTUP_DATA static mp_tcache_t *registry;
+MP_STARTUP_DATA static pthread_key_t tcache_key; /* created with the first cache (registry_lock) */
+MP_STARTUP_DATA static bool tcache_key_made;
 /* Caches of exited threads, drained, kept for the next threads (under
  * registry_lock): a program that starts a thread per task would otherwise
  * pay an mmap, page faults and an munmap per thread (mimalloc-bench's
@@ -354,16 +356,16 @@ static void shared_put(unsigned cls, void *const *blocks, uint64_t n)
     shared_pool_t *sp = &shared[cls];
     size_t cs = mp_sc.size[cls];
     pthread_mutex_lock(&sp->lock);
-    if (sp->slots == NULL && sp->cap > 0) {
-        void *m = mmap(NULL, sp->cap * sizeof(void *), PROT_READ | PROT_WRITE,
+    if (sp->slots == NULL && !sp->unmappable && shared_cap > 0) {
+        void *m = mmap(NULL, shared_cap * sizeof(void *), PROT_READ | PROT_WRITE,
                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (m == MAP_FAILED)
-            sp->cap = 0; /* no pool for this class: blocks go straight back */
+            sp->unmappable = true; /* no pool for this class: blocks go straight back */
         else
             sp->slots = m;
     }
     uint64_t count = sp->count;
-    uint64_t room = sp->cap - count;
+    uint64_t room = (sp->slots ? shared_cap : 0) - count;
     uint64_t bytes = atomic_load_explicit(&shared_bytes, memory_order_relaxed);
     uint64_t byte_room = shared_limit > bytes ? (shared_limit - bytes) / cs : 0;
     if (room > byte_room)
@@ -448,13 +450,16 @@ static mp_tcache_t *tcache_create(void)
     if (tc == NULL && (tc = tcache_map()) == NULL)
         return &tcache_dead;
     pthread_mutex_lock(&registry_lock);
+    if (!tcache_key_made) /* not at start: a process that never allocates pays nothing */
+        tcache_key_made = pthread_key_create(&tcache_key, mp_host_thread_exit) == 0;
     tc->prev = NULL;
     tc->next = registry;
     if (registry)
         registry->prev = tc;
     registry = tc;
     pthread_mutex_unlock(&registry_lock);
-    pthread_setspecific(tcache_key, tc);
+    if (tcache_key_made)
+        pthread_setspecific(tcache_key, tc);
     mp_tls_tcache = tc;
     return tc;
 }
@@ -524,11 +529,14 @@ void mp_host_init(void)
     counting = !mp_opt(MP_OPT_DISABLE);
     shared_limit = mp_opt(MP_OPT_HOST_CACHE_LIMIT);
     carve_limit = mp_opt(MP_OPT_HOST_CARVE_LIMIT);
-    for (unsigned c = 0; c < MP_CLASS_MAX; c++) {
-        pthread_mutex_init(&shared[c].lock, NULL);
-        shared[c].cap = mp_opt(MP_OPT_HOST_MAX_BLOCKS);
-    }
-    pthread_key_create(&tcache_key, mp_host_thread_exit);
+    shared_cap = mp_opt(MP_OPT_HOST_MAX_BLOCKS);
+    /* The shared pools' locks are zero-filled static storage, which is
+     * PTHREAD_MUTEX_INITIALIZER in glibc: initialising 128 of them here
+     * would touch five pages in every process at start. */
+    static const pthread_mutex_t initial = PTHREAD_MUTEX_INITIALIZER, zero;
+    if (memcmp(&initial, &zero, sizeof(zero)) != 0)
+        for (unsigned c = 0; c < MP_CLASS_MAX; c++)
+            pthread_mutex_init(&shared[c].lock, NULL);
 }
 
 /* ---- slow paths ------------------------------------------------------------------ */
@@ -792,10 +800,10 @@ size_t mp_host_trim(void)
 
 void mp_host_shared_cached(unsigned cls, uint64_t *blocks, uint64_t *bytes)
 {
+    /* A peek, not under the lock: a report reads 128 classes at exit, and
+     * the pools of classes never used stay untouched pages. */
     shared_pool_t *sp = &shared[cls];
-    pthread_mutex_lock(&sp->lock);
-    *blocks = sp->count;
-    pthread_mutex_unlock(&sp->lock);
+    *blocks = atomic_load_explicit(&sp->count, memory_order_relaxed);
     *bytes = *blocks * mp_sc.size[cls];
 }
 

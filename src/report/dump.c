@@ -16,10 +16,10 @@
 #include "report.h"
 
 static sem_t wake;
-static bool started;
+MP_STARTUP_DATA static bool started;
 static _Atomic bool by_signal;
 static struct sigaction prev; /* the program's handler, chained to */
-static int signo;
+MP_STARTUP_DATA static int signo;
 static _Atomic bool hooked; /* our handler is in place */
 
 static void on_signal(int sig, siginfo_t *si, void *uc)

@@ -50,6 +50,8 @@ void mp_render_text(mp_out_t *o, const mp_snapshot_t *s, unsigned max_rows);
 void mp_render_pools_json(mp_out_t *o, const char *indent);
 /* stats_file.c: facts of this process, read without allocating. */
 void mp_read_exe(char *out, size_t cap);
+/* The NUL-separated arguments (at most cap bytes; returns the count). */
+size_t mp_read_args(char *out, size_t cap);
 const char *mp_base_name(const char *path);
 
 #endif /* MEMPOOL_EMIT_H */

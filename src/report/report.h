@@ -22,6 +22,9 @@ void mp_stats_reset(void); /* after fork, in the child */
 void mp_stats_totals(int64_t *v);
 /* Write the stats file (and the summary) now; safe to call more than once. */
 void mp_stats_write_exit(void);
+/* The arguments glibc shows a constructor (argc, argv): the report reads
+ * them in place at exit instead of /proc/self/cmdline. */
+void mp_process_args(int argc, char **argv);
 /* _exit()/_Exit(): the stats file of a fork() child that is alone in its
  * process (multiprocessing workers end this way); nothing otherwise. */
 void mp_stats_write_at__exit(void);

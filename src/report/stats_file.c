@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,18 +27,77 @@
 #include "emit.h"
 #include "timeline.h"
 
-static pthread_mutex_t write_lock = PTHREAD_MUTEX_INITIALIZER;
+MP_STARTUP_DATA static pthread_mutex_t write_lock = PTHREAD_MUTEX_INITIALIZER;
 static int cur_reason = MP_DUMP_EXIT;
-static uint64_t dump_seq;
-static bool exiting;
+MP_STARTUP_DATA static uint64_t dump_seq;
+MP_STARTUP_DATA static bool exiting;
 
 
 /* ---- process facts (read without allocating) ----------------------------- */
 
+/* The executable's path, read once: readlink of /proc/self/exe costs more
+ * than the rest of a small report (the first reader fills the cache, later
+ * ones copy it; no lock, so a fork child never waits on one). */
+static char exe_cache[MP_PATH_MAX];
+MP_STARTUP_DATA static _Atomic int exe_state; /* 0 empty, 1 being filled, 2 filled */
+
 void mp_read_exe(char *out, size_t cap)
 {
-    ssize_t n = readlink("/proc/self/exe", out, cap - 1);
-    out[n > 0 ? n : 0] = '\0';
+    if (atomic_load_explicit(&exe_state, memory_order_acquire) == 2) {
+        size_t n = strnlen(exe_cache, sizeof(exe_cache) - 1);
+        n = n < cap - 1 ? n : cap - 1;
+        memcpy(out, exe_cache, n);
+        out[n] = '\0';
+        return;
+    }
+    char buf[MP_PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+    buf[n > 0 ? n : 0] = '\0';
+    int empty = 0;
+    if (n > 0 && atomic_compare_exchange_strong(&exe_state, &empty, 1)) {
+        memcpy(exe_cache, buf, (size_t)n + 1);
+        atomic_store_explicit(&exe_state, 2, memory_order_release);
+    }
+    size_t k = n > 0 ? (size_t)n : 0;
+    k = k < cap - 1 ? k : cap - 1;
+    memcpy(out, buf, k);
+    out[k] = '\0';
+}
+
+/* The arguments as the kernel keeps them (NUL-separated, contiguous on the
+ * main thread's stack): the region the constructor was shown, read in
+ * place at report time, so a program that rewrites its argv (a process
+ * title) is reported as /proc/self/cmdline would show it, without the
+ * open/read/close of that file in every process. */
+MP_STARTUP_DATA static const char *args_start;
+MP_STARTUP_DATA static size_t args_len;
+
+void mp_process_args(int argc, char **argv)
+{
+    if (argc <= 0 || argv == NULL || argv[0] == NULL)
+        return;
+    const char *end = argv[0];
+    for (int i = 0; i < argc; i++) {
+        if (argv[i] != end)
+            return; /* not the kernel's layout: keep reading /proc/self/cmdline */
+        end += strlen(argv[i]) + 1;
+    }
+    args_start = argv[0];
+    args_len = (size_t)(end - argv[0]);
+}
+
+size_t mp_read_args(char *out, size_t cap)
+{
+    if (args_start != NULL) {
+        size_t n = args_len < cap ? args_len : cap;
+        memcpy(out, args_start, n);
+        return n;
+    }
+    int fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, out, cap) : -1;
+    if (fd >= 0)
+        close(fd);
+    return n > 0 ? (size_t)n : 0;
 }
 
 const char *mp_base_name(const char *p)
@@ -93,17 +153,31 @@ bool mp_stats_expand_path(const char *tmpl, char *out, size_t cap)
 }
 
 
+/* The snapshot a report is rendered from: static storage (no mapping to
+ * make and remove in every process at exit), or a mapping while another
+ * thread's report holds it. */
+static mp_snapshot_t report_snap;
+MP_STARTUP_DATA static atomic_flag report_snap_busy = ATOMIC_FLAG_INIT;
+
 static mp_snapshot_t *snapshot_new(void)
 {
-    mp_snapshot_t *s = mmap(NULL, sizeof(*s), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                            -1, 0);
-    if (s == MAP_FAILED)
-        return NULL;
+    mp_snapshot_t *s = &report_snap;
+    if (atomic_flag_test_and_set(&report_snap_busy)) {
+        s = mmap(NULL, sizeof(*s), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (s == MAP_FAILED)
+            return NULL;
+    }
     mp_stats_snapshot(s);
     return s;
 }
 
-static void snapshot_free(mp_snapshot_t *s) { munmap(s, sizeof(*s)); }
+static void snapshot_free(mp_snapshot_t *s)
+{
+    if (s == &report_snap)
+        atomic_flag_clear(&report_snap_busy);
+    else
+        munmap(s, sizeof(*s));
+}
 
 static bool render(int fd, int format, unsigned max_rows)
 {
@@ -163,7 +237,7 @@ static bool write_file(const char *path, int format)
     return ok;
 }
 
-static _Atomic int written_pid;
+MP_STARTUP_DATA static _Atomic int written_pid;
 
 /* ---- setuid and setgid programs (docs/security.md) ----------------------- */
 #ifdef MP_TEST_HOOKS
@@ -265,7 +339,7 @@ bool mp_stats_write_api(const char *path_or_null, char *path, size_t cap)
 /* The pid of this process if it is a child of fork() (our handler ran in
  * it), else 0.  A vfork() child runs no handler: it sees its parent's
  * value, which is never its own pid. */
-static _Atomic int forked_pid;
+MP_STARTUP_DATA static _Atomic int forked_pid;
 
 /* Threads of this process, from /proc (no allocation); 0 if unknown. */
 static int thread_count(void)
@@ -302,6 +376,7 @@ void mp_stats_write_fork_child(void)
 {
     atomic_store(&forked_pid, (int)getpid());
     pthread_mutex_init(&write_lock, NULL); /* the dump thread may have held it */
+    atomic_flag_clear(&report_snap_busy);  /* so may a report being rendered */
     dump_seq = 0;
     exiting = false;
 }

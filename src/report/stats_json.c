@@ -30,15 +30,12 @@ static double ratio(uint64_t a, uint64_t b) { return b ? (double)a / (double)b :
 static void out_argv(mp_out_t *o)
 {
     char buf[4096];
-    int fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
-    ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
-    if (fd >= 0)
-        close(fd);
+    size_t n = mp_read_args(buf, sizeof(buf) - 1);
     mp_out_str(o, "[");
     if (n > 0) {
         buf[n] = '\0';
         bool first = true;
-        for (ssize_t i = 0; i < n; i += (ssize_t)strlen(buf + i) + 1) {
+        for (size_t i = 0; i < n; i += strlen(buf + i) + 1) {
             if (!first)
                 mp_out_str(o, ", ");
             mp_out_json_str(o, buf + i);
@@ -351,6 +348,8 @@ static void write_json_timeline(mp_out_t *o)
 {
     static const char *const keys[MP_TL_VALUES] = {"host_in_use", "host_reserved", "device_in_use",
                                                    "device_reserved", "pinned_in_use", "pinned_reserved"};
+    if (mp_timeline_len() == 0)
+        return; /* no mapping for a process that never sampled */
     size_t bytes = MP_TL_SAMPLES * sizeof(mp_tl_sample_t);
     mp_tl_sample_t *v = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (v == MAP_FAILED)

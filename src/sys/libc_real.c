@@ -42,7 +42,7 @@ mp_dlopen_fn mp_real_dlopen(void)
 
 mp_dlsym_fn mp_real_dlsym(void)
 {
-    static void *_Atomic slot;
+    MP_STARTUP_DATA static void *_Atomic slot;
     void *p = resolve_once(&slot, "dlsym");
     mp_dlsym_fn f;
     memcpy(&f, &p, sizeof(f));

@@ -21,7 +21,7 @@ void mp_log_set_level(int level) { atomic_store_explicit(&log_level, level, memo
  * next to the stats file); "" = stderr.  Lines are appended (O_APPEND: lines
  * of many processes do not mix). */
 static char log_path[MP_PATH_MAX + 16];
-static _Atomic bool log_to_file;
+MP_STARTUP_DATA static _Atomic bool log_to_file;
 
 void mp_log_set_file(const char *path)
 {

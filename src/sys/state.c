@@ -6,6 +6,6 @@
  */
 #include "sys.h"
 
-_Atomic int mp_state;
+MP_STARTUP_DATA _Atomic int mp_state;
 _Thread_local int mp_tls_guard __attribute__((tls_model("initial-exec")));
-struct timespec mp_start_real, mp_start_mono;
+MP_STARTUP_DATA struct timespec mp_start_real, mp_start_mono;

@@ -36,6 +36,12 @@
 #define MP_LOAD(field) atomic_load_explicit(&(field), memory_order_relaxed)
 
 #define MP_PATH_MAX 1024
+/* Small state set at start and read after (options, flags, the range's
+ * bounds), kept together: each file's variables would otherwise sit in
+ * their own page between large tables, and a short process would fault
+ * in a dozen pages to set a few bytes in each.  Never for counters that
+ * threads write often (they would share cache lines with hot reads). */
+#define MP_STARTUP_DATA __attribute__((section(".data.mp_startup")))
 
 /* ---- helpers every layer uses (here once, not copied) -------------------- */
 static inline size_t mp_page_round(size_t n) { return (n + 4095) & ~(size_t)4095; }

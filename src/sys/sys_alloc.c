@@ -10,7 +10,7 @@
 
 #include "sys.h"
 
-mp_libc_t mp_libc;
+MP_STARTUP_DATA mp_libc_t mp_libc;
 
 void mp_libc_resolve(void)
 {
