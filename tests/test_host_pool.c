@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "check_main.h"
 #include "host_inline.h"
@@ -414,6 +415,38 @@ START_TEST(large_calloc_touches_no_pages)
 }
 END_TEST
 
+/* Pages of [p, p + len) resident now. */
+static size_t resident_pages(const void *p, size_t len)
+{
+    uintptr_t a = (uintptr_t)p & ~(uintptr_t)4095, end = (uintptr_t)p + len;
+    unsigned char v[64];
+    size_t n = (end - a + 4095) / 4096, got = 0;
+    ck_assert_uint_le(n, sizeof(v));
+    ck_assert_int_eq(mincore((void *)a, end - a, v), 0);
+    for (size_t i = 0; i < n; i++)
+        got += v[i] & 1;
+    return got;
+}
+
+START_TEST(pooled_calloc_writes_only_reused_blocks)
+{
+    start();
+    size_t s = 48 << 10; /* a class of 12 pages: fresh on its first miss (carved, or a new jemalloc extent) */
+    unsigned char *p = mp_calloc(1, s);
+    ck_assert_ptr_nonnull(p);
+    ck_assert_uint_eq(resident_pages(p, s), 0); /* never written: glibc's calloc does the same */
+    for (size_t i = 0; i < s; i += 4096)
+        ck_assert_uint_eq(p[i], 0);
+    memset(p, 0xa5, s);
+    mp_free(p);
+    unsigned char *q = mp_calloc(s / 16, 16); /* the same block, from the thread's bin */
+    ck_assert_ptr_eq(q, p);
+    for (size_t i = 0; i < s; i++)
+        ck_assert_uint_eq(q[i], 0);
+    mp_free(q);
+}
+END_TEST
+
 START_TEST(foreign_pointers_go_to_libc)
 {
     start();
@@ -560,6 +593,7 @@ static Suite *host_pool_suite(void)
     tcase_add_test(tc, calloc_zeroes_reused_blocks);
     tcase_add_test(tc, foreign_pointers_go_to_libc);
     tcase_add_test(tc, large_calloc_touches_no_pages);
+    tcase_add_test(tc, pooled_calloc_writes_only_reused_blocks);
     suite_add_tcase(s, tc);
     return s;
 }

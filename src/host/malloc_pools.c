@@ -280,8 +280,11 @@ static unsigned carve_run_length(const mp_tcache_t *tc, unsigned cls)
 }
 
 /* A new block of class cls (a miss): carved while the class is small (a
- * run, the rest into the thread's bin), then from its jemalloc arena. */
-static void *class_miss(mp_tcache_t *tc, unsigned cls)
+ * run, the rest into the thread's bin), then from its jemalloc arena.
+ * With zeroed, the block is known zero when *zeroed is set: carved memory
+ * was never written, and jemalloc zeroes only what it reused (calloc then
+ * touches no page the program has not). */
+static void *class_miss(mp_tcache_t *tc, unsigned cls, bool *zeroed)
 {
     size_t cs = mp_sc.size[cls];
     void *p = carve_spare(cls);
@@ -296,6 +299,8 @@ static void *class_miss(mp_tcache_t *tc, unsigned cls)
             for (unsigned i = 1; i < n; i++)
                 b->slots[b->count++] = (char *)p + (size_t)(n - i) * cs;
         }
+        if (zeroed)
+            *zeroed = true;
         return p;
     }
     unsigned arena = mp_heap_class_arena(cls);
@@ -305,6 +310,8 @@ static void *class_miss(mp_tcache_t *tc, unsigned cls)
      * page aligned, so aligned requests can be pooled too. */
     if (cs >= 16384)
         flags |= MALLOCX_ALIGN(mp_sc.align[cls]);
+    if (zeroed)
+        flags |= MALLOCX_ZERO;
     p = arena && !mp_je_fails() ? je_mallocx(cs, flags) : NULL;
     if (mp_unlikely(p == NULL || ((uintptr_t)p & (mp_sc.align[cls] - 1)) != 0
                     || (uintptr_t)p - mp_heap.base >= mp_heap.class_span)) {
@@ -315,6 +322,8 @@ static void *class_miss(mp_tcache_t *tc, unsigned cls)
         return NULL;
     }
     reserved_add(cls, (int64_t)cs);
+    if (zeroed)
+        *zeroed = true;
     return p;
 }
 
@@ -557,8 +566,9 @@ static void *early_alloc(size_t size, size_t align, bool zero)
 }
 
 /* Serve a request of class cls: bin, shared pool, then jemalloc.  *reused
- * says whether the block waited in our pools (debug mode checks its poison). */
-static void *class_alloc(unsigned cls, size_t req, size_t align, bool *reused)
+ * says whether the block waited in our pools (debug mode checks its poison);
+ * zeroed, when not NULL, is set if the block is known zero (class_miss). */
+static void *class_alloc_z(unsigned cls, size_t req, size_t align, bool *reused, bool *zeroed)
 {
     mp_tcache_t *tc = mp_tls_tcache;
     if (tc == NULL)
@@ -579,14 +589,21 @@ static void *class_alloc(unsigned cls, size_t req, size_t align, bool *reused)
     }
     bool sampled = mp_callsite_sample_host(mp_sc.size[cls]);
     uint64_t t0 = sampled ? mp_now_ns() : 0;
-    p = class_miss(tc, cls);
+    p = class_miss(tc, cls, zeroed);
     if (p != NULL) {
         count_alloc(tc, cls, req, false);
         if (sampled)
             mp_callsite_record(MP_SITE_HOST, req, mp_sc.size[cls], mp_now_ns() - t0);
         return p;
     }
-    return bypass_alloc(mp_debug_on ? mp_debug_size(req) : req, align, false);
+    if (zeroed)
+        *zeroed = true;
+    return bypass_alloc(mp_debug_on ? mp_debug_size(req) : req, align, zeroed != NULL);
+}
+
+static void *class_alloc(unsigned cls, size_t req, size_t align, bool *reused)
+{
+    return class_alloc_z(cls, req, align, reused, NULL);
 }
 
 /* Debug mode: the trailer of a block just handed out for req bytes (libc's
@@ -650,6 +667,29 @@ void *mp_host_aligned(size_t align, size_t size)
         }
     }
     return mp_unlikely(mp_debug_on) && p ? debug_handout(p, size, reused) : p;
+}
+
+/* calloc of a class of a page or more: a block that is known zero (fresh
+ * from the carve area or zeroed by jemalloc) is not written, so a program
+ * that callocs a table and uses part of it faults in only that part, as
+ * with glibc. */
+void *mp_host_calloc_class(size_t size)
+{
+    unsigned cls = mp_size_class_of(&mp_sc, size);
+    if (mp_unlikely(atomic_load_explicit(&mp_state, memory_order_acquire) != MP_STATE_READY || mp_debug_on
+                    || !pooling || cls == MP_CLASS_NONE)) {
+        void *p = mp_malloc(size);
+        if (p != NULL)
+            memset(p, 0, size);
+        return p;
+    }
+    if (mp_timeline_host)
+        mp_timeline_tick();
+    bool reused = false, zeroed = false;
+    void *p = class_alloc_z(cls, size, 16, &reused, &zeroed);
+    if (p != NULL && !zeroed)
+        memset(p, 0, size);
+    return p;
 }
 
 void *mp_host_calloc_large(size_t size)
