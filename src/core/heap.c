@@ -30,7 +30,8 @@
 #include "core.h"
 #include "jemalloc_private.h"
 
-MP_STARTUP_DATA mp_heap_t mp_heap;
+/* Read by every malloc and free: a cache line of its own, never written after init. */
+MP_STARTUP_DATA _Alignas(64) mp_heap_t mp_heap;
 
 #define MAX_ARENAS 4096
 /* Bump pointer of each slot: MP_CLASS_MAX class slots, then the bypass area. */
@@ -38,7 +39,7 @@ typedef struct slot {
     _Atomic uintptr_t next;
     uintptr_t end;
 } slot_t;
-MP_STARTUP_DATA static slot_t slots[MP_CLASS_MAX + 1]; /* bumped only when jemalloc maps an extent */
+static slot_t slots[MP_CLASS_MAX + 1];
 static int16_t slot_of_arena[MAX_ARENAS]; /* slot + 1; 0: not ours (no memset at start) */
 MP_STARTUP_DATA static unsigned arenas_seen; /* entries of slot_of_arena ever set (arena_lock) */
 static pthread_mutex_t arena_lock = PTHREAD_MUTEX_INITIALIZER;

@@ -14,10 +14,10 @@
 _Atomic uint64_t mp_tl_next = UINT64_MAX;
 MP_STARTUP_DATA bool mp_timeline_host;
 
-MP_STARTUP_DATA static pthread_mutex_t ring_lock = PTHREAD_MUTEX_INITIALIZER; /* once per sample */
+static pthread_mutex_t ring_lock = PTHREAD_MUTEX_INITIALIZER;
 static mp_tl_sample_t ring[MP_TL_SAMPLES];
-MP_STARTUP_DATA static size_t ring_n;
-MP_STARTUP_DATA static uint64_t interval_ns;
+static size_t ring_n;
+static uint64_t interval_ns;
 /* Handed in at start: the timeline calls no pool, the pools call it. */
 MP_STARTUP_DATA static mp_tl_totals_fn read_totals;
 MP_STARTUP_DATA static uint64_t start_ns;

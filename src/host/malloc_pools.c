@@ -59,8 +59,8 @@ MP_STARTUP_DATA static uint64_t shared_cap;  /* MEMPOOL_HOST_MAX_BLOCKS: slots o
 /* Thread caches of exited threads point here: no bin takes a block, so
  * every call of such a thread takes the slow path. */
 static mp_tcache_t tcache_dead;
-MP_STARTUP_DATA static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER; /* thread start and exit */
-MP_STARTUP_DATA static mp_tcache_t *registry;
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static mp_tcache_t *registry;
 MP_STARTUP_DATA static pthread_key_t tcache_key; /* created with the first cache (registry_lock) */
 MP_STARTUP_DATA static bool tcache_key_made;
 /* Caches of exited threads, drained, kept for the next threads (under
