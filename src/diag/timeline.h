@@ -42,9 +42,9 @@ static inline void mp_timeline_tick(void)
 }
 extern bool mp_timeline_host;
 
-/* Copy the ring out (oldest first); returns the count, the interval in ns. */
 /* Samples held now. */
 size_t mp_timeline_len(void);
+/* Copy the ring out (oldest first); returns the count, the interval in ns. */
 size_t mp_timeline_copy(mp_tl_sample_t *out, size_t cap, uint64_t *interval_ns);
 void mp_timeline_reset(void);
 

@@ -56,10 +56,10 @@ void *mp_host_aligned(size_t align, size_t size);
 /* Zeroed memory for a request above the largest class: jemalloc knows which
  * pages are fresh, so large calloc does not touch (and commit) every page. */
 void *mp_host_calloc_large(size_t size);
-/* calloc of a pooled size of at least MP_CALLOC_FRESH bytes: zeroes only
+/* calloc of size bytes (at least MP_CALLOC_FRESH) of class cls: zeroes only
  * a block that may hold old data. */
 #define MP_CALLOC_FRESH 4096
-void *mp_host_calloc_class(size_t size);
+void *mp_host_calloc_class(unsigned cls, size_t size);
 void *mp_host_realloc(void *p, size_t size);
 size_t mp_host_usable_size(const void *p);
 void mp_host_free_other(void *p);

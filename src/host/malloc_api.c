@@ -15,10 +15,11 @@ void *mp_calloc(size_t n, size_t size)
         errno = ENOMEM;
         return NULL;
     }
-    if (mp_size_class_of(&mp_sc, total) == MP_CLASS_NONE)
+    unsigned cls = mp_size_class_of(&mp_sc, total);
+    if (cls == MP_CLASS_NONE)
         return mp_host_calloc_large(total);
     if (total >= MP_CALLOC_FRESH)
-        return mp_host_calloc_class(total);
+        return mp_host_calloc_class(cls, total);
     void *p = mp_malloc(total);
     if (p != NULL)
         memset(p, 0, total);

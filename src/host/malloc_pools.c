@@ -673,11 +673,10 @@ void *mp_host_aligned(size_t align, size_t size)
  * from the carve area or zeroed by jemalloc) is not written, so a program
  * that callocs a table and uses part of it faults in only that part, as
  * with glibc. */
-void *mp_host_calloc_class(size_t size)
+void *mp_host_calloc_class(unsigned cls, size_t size)
 {
-    unsigned cls = mp_size_class_of(&mp_sc, size);
     if (mp_unlikely(atomic_load_explicit(&mp_state, memory_order_acquire) != MP_STATE_READY || mp_debug_on
-                    || !pooling || cls == MP_CLASS_NONE)) {
+                    || !pooling)) {
         void *p = mp_malloc(size);
         if (p != NULL)
             memset(p, 0, size);
