@@ -46,6 +46,10 @@ struct mempool {
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
 static mempool_t *registry[API_POOLS];
 static unsigned created; /* pools ever created: default names */
+/* Set once, by the first mempool_create: a report of a process that never
+ * made a pool takes no lock (a lock on a page nobody touched costs two
+ * page faults). */
+MP_STARTUP_DATA static _Atomic bool any_created;
 static mempool_t defaults[3] = {
     {.magic = API_MAGIC, .is_default = true, .kind = MEMPOOL_KIND_HOST, .device = -1, .numa = -1,
      .name = "host-default", .didx = -1},
@@ -212,6 +216,8 @@ MP_PUBLIC int mempool_create(const mempool_config_t *cfg, mempool_t **out)
         if (registry[i] == NULL)
             slot = i;
     unsigned serial = created++;
+    if (!atomic_load_explicit(&any_created, memory_order_relaxed))
+        atomic_store(&any_created, true);
     pthread_mutex_unlock(&reg_lock);
     if (slot < 0)
         return -EINVAL; /* more than API_POOLS pools */
@@ -659,6 +665,8 @@ unsigned mp_pools_list(mempool_t **list, bool with_defaults)
             list[n++] = &defaults[MEMPOOL_KIND_DEVICE];
         }
     }
+    if (!atomic_load(&any_created))
+        return n;
     pthread_mutex_lock(&reg_lock);
     for (int i = 0; i < API_POOLS; i++)
         if (registry[i] && !(registry[i]->flags & MEMPOOL_NO_STATS))

@@ -39,11 +39,15 @@ typedef struct slot {
     _Atomic uintptr_t next;
     uintptr_t end;
 } slot_t;
-static slot_t slots[MP_CLASS_MAX + 1];
+/* Both written at start: one struct keeps them on one page (one page
+ * fault, not two) in whatever order a compiler lays out statics. */
+static struct {
+    slot_t slots[MP_CLASS_MAX + 1];
+    _Atomic size_t mapped_bytes;
+} slot_books;
 static int16_t slot_of_arena[MAX_ARENAS]; /* slot + 1; 0: not ours (no memset at start) */
 MP_STARTUP_DATA static unsigned arenas_seen; /* entries of slot_of_arena ever set (arena_lock) */
 static pthread_mutex_t arena_lock = PTHREAD_MUTEX_INITIALIZER;
-static _Atomic size_t mapped_bytes;
 static _Atomic(uintptr_t) carve_used[MP_CLASS_MAX]; /* bytes carved from each stripe (zero at start: nothing to write) */
 
 static void *hook_alloc(extent_hooks_t *h, void *new_addr, size_t size, size_t alignment,
@@ -52,7 +56,7 @@ static void *hook_alloc(extent_hooks_t *h, void *new_addr, size_t size, size_t a
     (void)h;
     if (arena_ind >= MAX_ARENAS || slot_of_arena[arena_ind] == 0)
         return NULL;
-    slot_t *s = &slots[slot_of_arena[arena_ind] - 1];
+    slot_t *s = &slot_books.slots[slot_of_arena[arena_ind] - 1];
     if (alignment < 4096)
         alignment = 4096;
     uintptr_t cur = atomic_load(&s->next), start;
@@ -65,7 +69,7 @@ static void *hook_alloc(extent_hooks_t *h, void *new_addr, size_t size, size_t a
     } while (!atomic_compare_exchange_weak(&s->next, &cur, start + size));
     if (mprotect((void *)start, size, PROT_READ | PROT_WRITE) != 0)
         return NULL; /* the range stays consumed; jemalloc retries elsewhere */
-    atomic_fetch_add(&mapped_bytes, size);
+    atomic_fetch_add(&slot_books.mapped_bytes, size);
     *zero = true; /* never touched before */
     *commit = true;
     return (void *)start;
@@ -214,15 +218,15 @@ bool mp_heap_init(size_t reserve, size_t carve_limit)
         /* Start each slot a different number of pages in: slots are a power
          * of two apart, and the busy first pages of every class would
          * otherwise share the same TLB sets. */
-        slots[i].next = base + i * slot + (i == 0 ? carve_span : 0) + ((i * 67u) % 512u) * 4096u;
-        slots[i].end = base + (i + 1) * slot;
+        slot_books.slots[i].next = base + i * slot + (i == 0 ? carve_span : 0) + ((i * 67u) % 512u) * 4096u;
+        slot_books.slots[i].end = base + (i + 1) * slot;
     }
-    slots[MP_CLASS_MAX].next = base + want / 2;
-    slots[MP_CLASS_MAX].end = base + want;
+    slot_books.slots[MP_CLASS_MAX].next = base + want / 2;
+    slot_books.slots[MP_CLASS_MAX].end = base + want;
     mp_heap.slot_shift = (unsigned)__builtin_ctzll(slot);
     mp_heap.stripe_shift = (unsigned)__builtin_ctzll(stripe);
     mp_heap.carve_span = carve_span;
-    atomic_fetch_add(&mapped_bytes, carve_span);
+    atomic_fetch_add(&slot_books.mapped_bytes, carve_span);
     mp_heap.class_span = want / 2;
     mp_heap.size = want;
     mp_heap.base = base; /* last: from now on pointers are recognised */
@@ -238,8 +242,14 @@ const char *je_malloc_conf = je_conf;
 
 void mp_heap_set_large_purge(size_t bytes)
 {
-    /* 0 disables jemalloc's eager purge of freed extents of this size. */
-    snprintf(je_conf, sizeof(je_conf), "oversize_threshold:%zu", bytes);
+    /* 0 disables jemalloc's eager purge of freed extents of this size.  The
+     * default needs no formatting: snprintf's first call at start costs a
+     * few page faults in libc. */
+    static const char off[] = "oversize_threshold:0";
+    if (bytes == 0)
+        memcpy(je_conf, off, sizeof(off));
+    else
+        snprintf(je_conf, sizeof(je_conf), "oversize_threshold:%zu", bytes);
 }
 
 enum { JE_OFF, JE_ON, JE_FAILED };
@@ -303,7 +313,7 @@ unsigned mp_heap_class_arena(unsigned cls)
     return a;
 }
 
-size_t mp_heap_mapped(void) { return atomic_load(&mapped_bytes); }
+size_t mp_heap_mapped(void) { return atomic_load(&slot_books.mapped_bytes); }
 
 static bool je_forking; /* jemalloc's prefork ran for this fork */
 

@@ -17,10 +17,13 @@ MP_STARTUP_DATA bool mp_timeline_host;
 static pthread_mutex_t ring_lock = PTHREAD_MUTEX_INITIALIZER;
 static mp_tl_sample_t ring[MP_TL_SAMPLES];
 static size_t ring_n;
-static uint64_t interval_ns;
+MP_STARTUP_DATA static uint64_t interval_ns; /* set at start, doubled when the ring fills */
 /* Handed in at start: the timeline calls no pool, the pools call it. */
 MP_STARTUP_DATA static mp_tl_totals_fn read_totals;
 MP_STARTUP_DATA static uint64_t start_ns;
+/* Set once, by the first sample: a report of a process that never took one
+ * reads no lock (a lock on a page nobody touched costs two page faults). */
+MP_STARTUP_DATA static _Atomic bool ring_used;
 
 uint64_t mp_timeline_now(void)
 {
@@ -55,6 +58,8 @@ static void take(uint64_t now, bool forced)
     ring[ring_n++] = s;
     uint64_t step = interval_ns;
     pthread_mutex_unlock(&ring_lock);
+    if (!atomic_load_explicit(&ring_used, memory_order_relaxed))
+        atomic_store(&ring_used, true);
     if (!forced)
         atomic_store(&mp_tl_next, step ? now + step : UINT64_MAX);
 }
@@ -70,6 +75,8 @@ void mp_timeline_sample(uint64_t now)
 
 void mp_timeline_force(void)
 {
+    if (!atomic_load(&ring_used))
+        return;
     pthread_mutex_lock(&ring_lock);
     bool started = ring_n > 0;
     pthread_mutex_unlock(&ring_lock);
@@ -79,6 +86,8 @@ void mp_timeline_force(void)
 
 size_t mp_timeline_len(void)
 {
+    if (!atomic_load(&ring_used))
+        return 0;
     pthread_mutex_lock(&ring_lock);
     size_t n = ring_n;
     pthread_mutex_unlock(&ring_lock);
@@ -87,6 +96,10 @@ size_t mp_timeline_len(void)
 
 size_t mp_timeline_copy(mp_tl_sample_t *out, size_t cap, uint64_t *interval)
 {
+    if (!atomic_load(&ring_used)) {
+        *interval = interval_ns;
+        return 0;
+    }
     pthread_mutex_lock(&ring_lock);
     size_t n = ring_n < cap ? ring_n : cap;
     memcpy(out, ring, n * sizeof(*out));

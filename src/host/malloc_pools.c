@@ -63,6 +63,9 @@ static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static mp_tcache_t *registry;
 MP_STARTUP_DATA static pthread_key_t tcache_key; /* created with the first cache (registry_lock) */
 MP_STARTUP_DATA static bool tcache_key_made;
+/* Set once, with the first cache: a report of a process that never made one
+ * takes no lock (a lock on a page nobody touched costs two page faults). */
+MP_STARTUP_DATA static _Atomic bool registry_used;
 /* Caches of exited threads, drained, kept for the next threads (under
  * registry_lock): a program that starts a thread per task would otherwise
  * pay an mmap, page faults and an munmap per thread (mimalloc-bench's
@@ -466,6 +469,8 @@ static mp_tcache_t *tcache_create(void)
     if (registry)
         registry->prev = tc;
     registry = tc;
+    if (!atomic_load_explicit(&registry_used, memory_order_relaxed))
+        atomic_store(&registry_used, true);
     pthread_mutex_unlock(&registry_lock);
     if (tcache_key_made)
         pthread_setspecific(tcache_key, tc);
@@ -848,6 +853,8 @@ void mp_host_shared_cached(unsigned cls, uint64_t *blocks, uint64_t *bytes)
 
 void mp_host_for_each_tcache(void (*fn)(const mp_tcache_t *, void *), void *arg)
 {
+    if (!atomic_load(&registry_used))
+        return;
     pthread_mutex_lock(&registry_lock);
     for (mp_tcache_t *tc = registry; tc; tc = tc->next)
         fn(tc, arg);

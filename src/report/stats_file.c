@@ -28,7 +28,7 @@
 #include "timeline.h"
 
 MP_STARTUP_DATA static pthread_mutex_t write_lock = PTHREAD_MUTEX_INITIALIZER;
-static int cur_reason = MP_DUMP_EXIT;
+MP_STARTUP_DATA static int cur_reason = MP_DUMP_EXIT;
 MP_STARTUP_DATA static uint64_t dump_seq;
 MP_STARTUP_DATA static bool exiting;
 
@@ -38,7 +38,7 @@ MP_STARTUP_DATA static bool exiting;
 /* The executable's path, read once: readlink of /proc/self/exe costs more
  * than the rest of a small report (the first reader fills the cache, later
  * ones copy it; no lock, so a fork child never waits on one). */
-static char exe_cache[MP_PATH_MAX];
+MP_STARTUP_DATA static char exe_cache[MP_PATH_MAX];
 MP_STARTUP_DATA static _Atomic int exe_state; /* 0 empty, 1 being filled, 2 filled */
 
 void mp_read_exe(char *out, size_t cap)
