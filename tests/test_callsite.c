@@ -179,10 +179,37 @@ END_TEST
 START_TEST(reset_forgets_everything)
 {
     miss_here(MP_SITE_DEVICE, 4096);
+    miss_there(MP_SITE_DEVICE, 4096);
     mp_callsite_reset();
     uint64_t captured, skipped;
     ck_assert_uint_eq(copy(&captured, &skipped), 0);
     ck_assert_uint_eq(captured, 0);
+    /* The same stack again is a new site: its old entry was cleared, not
+     * just left out of the list. */
+    miss_there(MP_SITE_PINNED, 64);
+    ck_assert_uint_eq(copy(&captured, &skipped), 1);
+    ck_assert_uint_eq(sites[0].samples, 1);
+    ck_assert_uint_eq(sites[0].kind, MP_SITE_PINNED);
+    ck_assert_uint_eq(sites[0].cls[0].size, 128);
+    ck_assert_uint_eq(sites[0].cls[1].samples, 0);
+}
+END_TEST
+
+START_TEST(sites_listed_in_order_first_seen)
+{
+    /* One call of each in the loop: one stack each (volatile: no unrolling). */
+    for (volatile int i = 0; i < 6; i++) {
+        if (i == 3)
+            miss_here(MP_SITE_DEVICE, 4096);
+        else
+            miss_there(MP_SITE_HOST, 32);
+    }
+    uint64_t captured, skipped;
+    ck_assert_uint_eq(copy(&captured, &skipped), 2);
+    ck_assert_uint_eq(sites[0].samples, 5);
+    ck_assert_uint_eq(sites[0].kind, MP_SITE_HOST);
+    ck_assert_uint_eq(sites[1].samples, 1);
+    ck_assert_uint_eq(sites[1].kind, MP_SITE_DEVICE);
 }
 END_TEST
 
@@ -238,6 +265,7 @@ static Suite *callsite_suite(void)
     tcase_add_test(tc, reentrant_capture_is_skipped);
     tcase_add_test(tc, signal_handler_captures);
     tcase_add_test(tc, reset_forgets_everything);
+    tcase_add_test(tc, sites_listed_in_order_first_seen);
     tcase_add_test(tc, timeline_ring_halves_when_full);
     suite_add_tcase(s, tc);
     tc = tcase_create("timeline_off");

@@ -27,6 +27,12 @@ static _Thread_local bool tls_capturing __attribute__((tls_model("initial-exec")
 static _Thread_local uint64_t tls_rng __attribute__((tls_model("initial-exec")));
 
 static mp_site_t sites[MP_SITES];
+/* Entries of sites in use, in the order they were filled (table_lock): a
+ * copy or a fork child's reset touches those, not the table's 240 KiB
+ * (60 pages) that a process with a few sites never wrote. */
+static uint16_t used_at[MP_SITES];
+_Static_assert(MP_SITES <= 65536, "used_at holds 16-bit indices");
+static unsigned used_n;
 static atomic_flag table_lock = ATOMIC_FLAG_INIT;
 static _Atomic uint64_t captured, skipped;
 MP_STARTUP_DATA static unsigned depth;
@@ -204,6 +210,7 @@ void mp_callsite_record(int kind, size_t size, size_t class_size, uint64_t wait_
     for (size_t i = h & (MP_SITES - 1), probes = 0; probes < MP_SITES / 4; i = (i + 1) & (MP_SITES - 1), probes++) {
         mp_site_t *s = &sites[i];
         if (s->hash == 0) {
+            used_at[used_n++] = (uint16_t)i;
             s->hash = h;
             s->kind = (uint8_t)kind;
             s->depth = (uint8_t)d;
@@ -229,9 +236,8 @@ size_t mp_callsite_copy(mp_site_t *out, size_t cap, uint64_t *ncaptured, uint64_
     size_t n = 0;
     while (atomic_flag_test_and_set_explicit(&table_lock, memory_order_acquire))
         ;
-    for (size_t i = 0; i < MP_SITES && n < cap; i++)
-        if (sites[i].hash != 0)
-            out[n++] = sites[i];
+    for (unsigned i = 0; i < used_n && n < cap; i++)
+        out[n++] = sites[used_at[i]];
     atomic_flag_clear_explicit(&table_lock, memory_order_release);
     *ncaptured = atomic_load(&captured);
     *nskipped = atomic_load(&skipped);
@@ -249,7 +255,9 @@ void mp_callsite_guard(bool on) { tls_capturing = on; }
 void mp_callsite_reset(void)
 {
     atomic_flag_clear(&table_lock); /* a thread that held it is gone */
-    memset(sites, 0, sizeof(sites));
+    for (unsigned i = 0; i < used_n; i++)
+        memset(&sites[used_at[i]], 0, sizeof(sites[0]));
+    used_n = 0;
     atomic_store(&captured, 0);
     atomic_store(&skipped, 0);
     tls_capturing = false;
