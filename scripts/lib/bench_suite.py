@@ -213,6 +213,17 @@ def report(benches, names, times, rss, procs, repeat):
     if r_best:
         print(f"mempool/best-other: geomean {geomean(r_best):.3f}, worst {max(r_best):.2f} "
               f"(target: none above 1.20); mempool/jemalloc geomean {geomean(r_je):.3f}")
+    if repeat > 1:
+        # How far one allocator's own rounds lie apart: a ratio between two
+        # allocators inside this spread is not a difference the run can show.
+        print("time spread, max/min of each allocator's rounds\n" + f"{'benchmark':15}"
+              + "".join(f"{n:>10}" for n in names))
+        for bname, *_ in benches:
+            cells = []
+            for n in names:
+                xs = times[(bname, n)]
+                cells.append(f"{max(xs) / min(xs):10.2f}" if len(xs) > 1 and min(xs) > 0 else f"{'-':>10}")
+            print(f"{bname:15}" + "".join(cells))
     print("max RSS (MiB)\n" + f"{'benchmark':15}" + "".join(f"{n:>10}" for n in names)
           + f"{'mp min/med/max':>20}{'mp/je':>7}{'mp/best':>9}")
     rr_je = []
