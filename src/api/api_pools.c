@@ -46,10 +46,7 @@ struct mempool {
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
 static mempool_t *registry[API_POOLS];
 static unsigned created; /* pools ever created: default names */
-/* Set once, by the first mempool_create: a report of a process that never
- * made a pool takes no lock (a lock on a page nobody touched costs two
- * page faults). */
-MP_STARTUP_DATA static _Atomic bool any_created;
+MP_STARTUP_DATA static _Atomic bool any_created; /* mp_flag_raise: by the first mempool_create */
 static mempool_t defaults[3] = {
     {.magic = API_MAGIC, .is_default = true, .kind = MEMPOOL_KIND_HOST, .device = -1, .numa = -1,
      .name = "host-default", .didx = -1},
@@ -216,8 +213,7 @@ MP_PUBLIC int mempool_create(const mempool_config_t *cfg, mempool_t **out)
         if (registry[i] == NULL)
             slot = i;
     unsigned serial = created++;
-    if (!atomic_load_explicit(&any_created, memory_order_relaxed))
-        atomic_store(&any_created, true);
+    mp_flag_raise(&any_created);
     pthread_mutex_unlock(&reg_lock);
     if (slot < 0)
         return -EINVAL; /* more than API_POOLS pools */

@@ -237,7 +237,8 @@ bool mp_heap_init(size_t reserve, size_t carve_limit)
 
 /* jemalloc's compiled-in options (read once, as it starts; MALLOC_CONF in
  * the environment still applies on top). */
-static char je_conf[64] = "oversize_threshold:0";
+#define JE_CONF_DEFAULT "oversize_threshold:0"
+static char je_conf[64] = JE_CONF_DEFAULT;
 const char *je_malloc_conf = je_conf;
 
 void mp_heap_set_large_purge(size_t bytes)
@@ -245,9 +246,8 @@ void mp_heap_set_large_purge(size_t bytes)
     /* 0 disables jemalloc's eager purge of freed extents of this size.  The
      * default needs no formatting: snprintf's first call at start costs a
      * few page faults in libc. */
-    static const char off[] = "oversize_threshold:0";
     if (bytes == 0)
-        memcpy(je_conf, off, sizeof(off));
+        memcpy(je_conf, JE_CONF_DEFAULT, sizeof(JE_CONF_DEFAULT));
     else
         snprintf(je_conf, sizeof(je_conf), "oversize_threshold:%zu", bytes);
 }

@@ -21,9 +21,7 @@ MP_STARTUP_DATA static uint64_t interval_ns; /* set at start, doubled when the r
 /* Handed in at start: the timeline calls no pool, the pools call it. */
 MP_STARTUP_DATA static mp_tl_totals_fn read_totals;
 MP_STARTUP_DATA static uint64_t start_ns;
-/* Set once, by the first sample: a report of a process that never took one
- * reads no lock (a lock on a page nobody touched costs two page faults). */
-MP_STARTUP_DATA static _Atomic bool ring_used;
+MP_STARTUP_DATA static _Atomic bool ring_used; /* mp_flag_raise: by the first sample */
 
 uint64_t mp_timeline_now(void)
 {
@@ -58,8 +56,7 @@ static void take(uint64_t now, bool forced)
     ring[ring_n++] = s;
     uint64_t step = interval_ns;
     pthread_mutex_unlock(&ring_lock);
-    if (!atomic_load_explicit(&ring_used, memory_order_relaxed))
-        atomic_store(&ring_used, true);
+    mp_flag_raise(&ring_used);
     if (!forced)
         atomic_store(&mp_tl_next, step ? now + step : UINT64_MAX);
 }

@@ -63,9 +63,7 @@ static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static mp_tcache_t *registry;
 MP_STARTUP_DATA static pthread_key_t tcache_key; /* created with the first cache (registry_lock) */
 MP_STARTUP_DATA static bool tcache_key_made;
-/* Set once, with the first cache: a report of a process that never made one
- * takes no lock (a lock on a page nobody touched costs two page faults). */
-MP_STARTUP_DATA static _Atomic bool registry_used;
+MP_STARTUP_DATA static _Atomic bool registry_used; /* mp_flag_raise: with the first cache */
 /* Caches of exited threads, drained, kept for the next threads (under
  * registry_lock): a program that starts a thread per task would otherwise
  * pay an mmap, page faults and an munmap per thread (mimalloc-bench's
@@ -469,8 +467,7 @@ static mp_tcache_t *tcache_create(void)
     if (registry)
         registry->prev = tc;
     registry = tc;
-    if (!atomic_load_explicit(&registry_used, memory_order_relaxed))
-        atomic_store(&registry_used, true);
+    mp_flag_raise(&registry_used);
     pthread_mutex_unlock(&registry_lock);
     if (tcache_key_made)
         pthread_setspecific(tcache_key, tc);

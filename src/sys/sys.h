@@ -42,6 +42,16 @@
  * in a dozen pages to set a few bytes in each.  Never for counters that
  * threads write often (they would share cache lines with hot reads). */
 #define MP_STARTUP_DATA __attribute__((section(".data.mp_startup")))
+/* "This structure has been used", in start-up data: raised once, so a
+ * report of a process that never used the structure skips it and takes no
+ * lock (a lock on a page nobody touched costs two page faults: the read
+ * maps the zero page, the write copies it).  The load keeps later callers
+ * from writing the shared line again. */
+static inline void mp_flag_raise(_Atomic bool *flag)
+{
+    if (!atomic_load_explicit(flag, memory_order_relaxed))
+        atomic_store(flag, true);
+}
 
 /* ---- helpers every layer uses (here once, not copied) -------------------- */
 static inline size_t mp_page_round(size_t n) { return (n + 4095) & ~(size_t)4095; }
