@@ -13,15 +13,22 @@
 /* One size class of a thread cache, in one cache line: the bin, a stack of
  * free blocks' addresses (like jemalloc's cache_bin: pushing and popping
  * never touch the often cold blocks), and the thread's counters for the
- * class (written only by that thread; relaxed so the stats can read them). */
+ * class.  The counters are plain integers written only by the owning
+ * thread, so each update on the hit path is one add to memory (relaxed
+ * atomics cost a load, an add and a store each under gcc); the stats read
+ * a live thread's counters as a hint with MP_PEEK, as jemalloc's
+ * tcache_stats_merge reads other threads' cache_bin counters. */
 typedef struct mp_tclass {
     void **slots;   /* cap entries; slots[count - 1] is the most recent */
     uint32_t count; /* blocks cached */
     uint32_t cap;   /* most blocks kept (0 = caching off) */
     size_t size;    /* the class's block size (a copy: keeps the hit path on this line) */
-    _Atomic uint64_t hits, misses, releases, req_bytes;
-    _Atomic int64_t inuse_delta; /* bytes not yet published to mp_class_stats */
+    uint64_t hits, misses, releases, req_bytes;
+    int64_t inuse_delta; /* bytes not yet published to mp_class_stats */
 } __attribute__((aligned(64))) mp_tclass_t;
+/* Another thread's plain counter, read without tearing (a hint while the
+ * owner runs). */
+#define MP_PEEK(field) __atomic_load_n(&(field), __ATOMIC_RELAXED)
 
 typedef struct mp_tcache {
     size_t cached_limit; /* bytes; checked when a bin overflows */
@@ -52,6 +59,10 @@ void mp_host_init(void);
 void *mp_host_malloc_slow(size_t size);
 void mp_host_free_slow(void *p, unsigned cls);
 void mp_host_publish(unsigned cls, int64_t delta);
+/* The hit paths' overflow of a bin's inuse_delta: publish d, zero the
+ * delta; called in tail position (the hit path saves no registers). */
+void *mp_host_publish_alloc(mp_tclass_t *b, unsigned cls, int64_t d, void *p);
+void mp_host_publish_free(mp_tclass_t *b, unsigned cls, int64_t d);
 void *mp_host_aligned(size_t align, size_t size);
 /* Zeroed memory for a request above the largest class: jemalloc knows which
  * pages are fresh, so large calloc does not touch (and commit) every page. */

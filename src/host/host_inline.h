@@ -10,14 +10,11 @@
 
 #include "host.h"
 
-static inline void mp_count_inuse(mp_tclass_t *c, unsigned cls, int64_t bytes)
+/* Bytes in use are published in MP_PUBLISH_BYTES steps: true when d has
+ * reached a step either way (one add and one compare). */
+static inline bool mp_publish_due(int64_t d)
 {
-    int64_t d = MP_LOAD(c->inuse_delta) + bytes;
-    if (mp_unlikely(d >= MP_PUBLISH_BYTES || d <= -MP_PUBLISH_BYTES)) {
-        mp_host_publish(cls, d);
-        d = 0;
-    }
-    atomic_store_explicit(&c->inuse_delta, d, memory_order_relaxed);
+    return (uint64_t)(d + MP_PUBLISH_BYTES - 1) > (uint64_t)(2 * MP_PUBLISH_BYTES - 2);
 }
 
 __attribute__((always_inline)) static inline void *mp_malloc(size_t size)
@@ -29,9 +26,12 @@ __attribute__((always_inline)) static inline void *mp_malloc(size_t size)
             mp_tclass_t *b = &tc->cl[cls];
             if (mp_likely(b->count != 0)) {
                 void *p = b->slots[--b->count];
-                MP_BUMP(b->hits, 1);
-                MP_BUMP(b->req_bytes, size);
-                mp_count_inuse(b, cls, (int64_t)b->size);
+                b->hits++;
+                b->req_bytes += size;
+                int64_t d = b->inuse_delta + (int64_t)b->size;
+                if (mp_unlikely(mp_publish_due(d)))
+                    return mp_host_publish_alloc(b, cls, d, p);
+                b->inuse_delta = d;
                 return p;
             }
         }
@@ -49,8 +49,13 @@ __attribute__((always_inline)) static inline void mp_free(void *p)
             mp_tclass_t *b = &tc->cl[cls];
             if (mp_likely(b->count < b->cap)) {
                 b->slots[b->count++] = p;
-                MP_BUMP(b->releases, 1);
-                mp_count_inuse(b, cls, -(int64_t)b->size);
+                b->releases++;
+                int64_t d = b->inuse_delta - (int64_t)b->size;
+                if (mp_unlikely(mp_publish_due(d))) {
+                    mp_host_publish_free(b, cls, d);
+                    return;
+                }
+                b->inuse_delta = d;
                 return;
             }
         }

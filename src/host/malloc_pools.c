@@ -92,6 +92,30 @@ void mp_host_publish(unsigned cls, int64_t delta)
     total_inuse_add(delta);
 }
 
+void *mp_host_publish_alloc(mp_tclass_t *b, unsigned cls, int64_t d, void *p)
+{
+    mp_host_publish(cls, d);
+    b->inuse_delta = 0;
+    return p;
+}
+
+void mp_host_publish_free(mp_tclass_t *b, unsigned cls, int64_t d)
+{
+    mp_host_publish(cls, d);
+    b->inuse_delta = 0;
+}
+
+/* A slow path's change of bytes in use, counted in the thread's bin. */
+static void count_inuse(mp_tclass_t *b, unsigned cls, int64_t bytes)
+{
+    int64_t d = b->inuse_delta + bytes;
+    if (mp_publish_due(d)) {
+        mp_host_publish(cls, d);
+        d = 0;
+    }
+    b->inuse_delta = d;
+}
+
 static void reserved_add(unsigned cls, int64_t bytes)
 {
     mp_class_stats_t *s = &mp_class_stats[cls];
@@ -109,12 +133,12 @@ static void count_alloc(mp_tcache_t *tc, unsigned cls, size_t req, bool hit)
     if (tcache_live(tc)) {
         mp_tclass_t *c = &tc->cl[cls];
         if (hit) {
-            MP_BUMP(c->hits, 1);
+            c->hits++;
         } else {
-            MP_BUMP(c->misses, 1);
+            c->misses++;
         }
-        MP_BUMP(c->req_bytes, req);
-        mp_count_inuse(c, cls, (int64_t)cs);
+        c->req_bytes += req;
+        count_inuse(c, cls, (int64_t)cs);
         return;
     }
     mp_class_stats_t *s = &mp_class_stats[cls];
@@ -131,8 +155,8 @@ static void count_release(mp_tcache_t *tc, unsigned cls)
 {
     size_t cs = mp_sc.size[cls];
     if (tcache_live(tc)) {
-        MP_BUMP(tc->cl[cls].releases, 1);
-        mp_count_inuse(&tc->cl[cls], cls, -(int64_t)cs);
+        tc->cl[cls].releases++;
+        count_inuse(&tc->cl[cls], cls, -(int64_t)cs);
         return;
     }
     atomic_fetch_add_explicit(&mp_class_stats[cls].releases, 1, memory_order_relaxed);
@@ -481,11 +505,11 @@ static void tcache_fold(mp_tcache_t *tc)
     for (unsigned c = 0; c < mp_sc.count; c++) {
         mp_tclass_t *t = &tc->cl[c];
         mp_class_stats_t *s = &mp_class_stats[c];
-        atomic_fetch_add(&s->hits, MP_LOAD(t->hits));
-        atomic_fetch_add(&s->misses, MP_LOAD(t->misses));
-        atomic_fetch_add(&s->releases, MP_LOAD(t->releases));
-        atomic_fetch_add(&s->req_bytes, MP_LOAD(t->req_bytes));
-        int64_t d = MP_LOAD(t->inuse_delta);
+        atomic_fetch_add(&s->hits, t->hits);
+        atomic_fetch_add(&s->misses, t->misses);
+        atomic_fetch_add(&s->releases, t->releases);
+        atomic_fetch_add(&s->req_bytes, t->req_bytes);
+        int64_t d = t->inuse_delta;
         if (d)
             mp_host_publish(c, d);
         t->hits = t->misses = t->releases = t->req_bytes = 0;
