@@ -92,28 +92,26 @@ void mp_host_publish(unsigned cls, int64_t delta)
     total_inuse_add(delta);
 }
 
-void *mp_host_publish_alloc(mp_tclass_t *b, unsigned cls, int64_t d, void *p)
-{
-    mp_host_publish(cls, d);
-    b->inuse_delta = 0;
-    return p;
-}
-
 void mp_host_publish_free(mp_tclass_t *b, unsigned cls, int64_t d)
 {
     mp_host_publish(cls, d);
     b->inuse_delta = 0;
 }
 
+void *mp_host_publish_alloc(mp_tclass_t *b, unsigned cls, int64_t d, void *p)
+{
+    mp_host_publish_free(b, cls, d);
+    return p;
+}
+
 /* A slow path's change of bytes in use, counted in the thread's bin. */
 static void count_inuse(mp_tclass_t *b, unsigned cls, int64_t bytes)
 {
     int64_t d = b->inuse_delta + bytes;
-    if (mp_publish_due(d)) {
-        mp_host_publish(cls, d);
-        d = 0;
-    }
-    b->inuse_delta = d;
+    if (mp_publish_due(d))
+        mp_host_publish_free(b, cls, d);
+    else
+        b->inuse_delta = d;
 }
 
 static void reserved_add(unsigned cls, int64_t bytes)
