@@ -154,10 +154,13 @@ def suite(args, find_lib, build):
     rss = {(b[0], n): [] for b in benches for n in names}
     failed = {}
     # Rounds interleave the allocators within each benchmark, so a drift of
-    # the machine's speed hits all of them alike.
+    # the machine's speed hits all of them alike; each round starts one
+    # allocator later, so none always runs straight after the same other one
+    # (or first, on a cold page cache).
     for r in range(args.repeat):
+        order = allocs[r % len(allocs):] + allocs[:r % len(allocs)]
         for bname, argv, stdin, parse in benches:
-            for name, pre, env in allocs:
+            for name, pre, env in order:
                 if (bname, name) in failed:
                     continue
                 env = dict(env)
