@@ -224,14 +224,14 @@ static void raw_free(mp_hpool_t *hp, void *p) { je_dallocx(p, je_flags(hp)); }
 
 /* ---- the pool ----------------------------------------------------------------- */
 
-/* Sum of a counter over the pool (lock held). */
+/* Sum of a counter over the pool (lock held; live threads' as hints). */
 #define SUM(hp, field) sum_of((hp), offsetof(hcount_t, field))
-static int64_t sum_of(mp_hpool_t *hp, size_t off)
+MP_PEEK_READER static int64_t sum_of(mp_hpool_t *hp, size_t off)
 {
-    _Static_assert(sizeof(_Atomic uint64_t) == sizeof(_Atomic int64_t), "counter size");
-    int64_t s = MP_LOAD(*(_Atomic int64_t *)((char *)&hp->retired + off));
+    _Static_assert(sizeof(uint64_t) == sizeof(int64_t), "counter size");
+    int64_t s = *(int64_t *)((char *)&hp->retired + off);
     for (mp_htc_t *t = hp->tcs; t; t = t->next)
-        s += MP_LOAD(*(_Atomic int64_t *)((char *)&t->c + off));
+        s += MP_PEEK(*(int64_t *)((char *)&t->c + off));
     return s;
 }
 
@@ -316,18 +316,18 @@ static void tc_unlink(mp_htc_t *tc)
         tc->next->pprev = tc->pprev;
 }
 
-/* Fold a cache into the pool and free it (lock held). */
+/* Fold a cache into the pool and free it (lock held; by its thread at
+ * exit, or at the pool's destruction, when no thread may use the pool). */
 static void tc_retire(mp_hpool_t *hp, mp_htc_t *tc)
 {
     tc_flush(hp, tc);
-    MP_BUMP(hp->retired.req_bytes, MP_LOAD(tc->c.req_bytes));
+    hp->retired.req_bytes += tc->c.req_bytes;
     for (unsigned c = 0; c < MP_CLASS_MAX; c++) {
-        uint64_t h = MP_LOAD(tc->bin[c].hits);
-        MP_BUMP(hp->retired.hits, h);
-        MP_BUMP(hp->retired.hit_bytes, h * hp->bsize[c]);
+        hp->retired.hits += tc->bin[c].hits;
+        hp->retired.hit_bytes += tc->bin[c].hits * hp->bsize[c];
     }
-    MP_BUMP(hp->retired.releases, MP_LOAD(tc->c.releases));
-    MP_BUMP(hp->retired.in_use, MP_LOAD(tc->c.in_use));
+    hp->retired.releases += tc->c.releases;
+    hp->retired.in_use += tc->c.in_use;
     tc_unlink(tc);
     munmap(tc, tc->map_size);
 }
@@ -484,7 +484,7 @@ static MP_NOINLINE void *alloc_slow(mp_hpool_t *hp, mp_htc_t *tc, size_t size)
     hcount_t *c = tc ? &tc->c : &hp->retired;
     size_t bsize = 0;
     unsigned cls = class_of(hp, size, &bsize);
-    MP_BUMP(c->req_bytes, size);
+    c->req_bytes += size;
     hentry_t *e = NULL;
     if (cls != MP_CLASS_NONE && hp->stack[cls].n) {
         /* Hit: a thread cache takes half a bin at once. */
@@ -507,10 +507,10 @@ static MP_NOINLINE void *alloc_slow(mp_hpool_t *hp, mp_htc_t *tc, size_t size)
             mp_hpool_lim_drop(hp, bsize);
         atomic_store_explicit(&e->w, entry_ptr(e) | W_LIVE, memory_order_release);
         if (tc) {
-            MP_BUMP(tc->bin[cls].hits, 1);
+            tc->bin[cls].hits++;
         } else {
-            MP_BUMP(c->hits, 1);
-            MP_BUMP(c->hit_bytes, bsize);
+            c->hits++;
+            c->hit_bytes += bsize;
         }
     } else {
         void *p = raw_alloc(hp, bsize);
@@ -537,9 +537,9 @@ static MP_NOINLINE void *alloc_slow(mp_hpool_t *hp, mp_htc_t *tc, size_t size)
         hp->st.reserved += (int64_t)bsize;
         mp_peak_update(&hp->st.reserved_peak, hp->st.reserved);
     }
-    MP_BUMP(c->in_use, (int64_t)bsize);
-    if (tc && MP_LOAD(tc->c.in_use) > tc->high)
-        tc->high = MP_LOAD(tc->c.in_use);
+    c->in_use += (int64_t)bsize;
+    if (tc && tc->c.in_use > tc->high)
+        tc->high = tc->c.in_use;
     peak_refresh(hp);
     pthread_mutex_unlock(&hp->lock);
     return (void *)entry_ptr(e);
@@ -547,7 +547,7 @@ static MP_NOINLINE void *alloc_slow(mp_hpool_t *hp, mp_htc_t *tc, size_t size)
 
 void *mp_hpool_peak(mp_hpool_t *hp, mp_htc_t *tc, void *p)
 {
-    tc->high = MP_LOAD(tc->c.in_use);
+    tc->high = tc->c.in_use;
     pthread_mutex_lock(&hp->lock);
     peak_refresh(hp);
     pthread_mutex_unlock(&hp->lock);
@@ -585,8 +585,8 @@ int mp_hpool_free_slow(mp_hpool_t *hp, mp_htc_t *tc, hentry_t *e)
     pthread_mutex_lock(&hp->lock);
     tc_sync(hp, tc);
     hcount_t *c = tc ? &tc->c : &hp->retired;
-    MP_BUMP(c->releases, 1);
-    MP_BUMP(c->in_use, -(int64_t)bs);
+    c->releases++;
+    c->in_use -= (int64_t)bs;
     tbin_t *b = keep && tc ? bin_of(tc, cls, bs) : NULL;
     if (b && b->cap) {
         if (b->n == b->cap) { /* spill the older half */
@@ -668,16 +668,16 @@ int mp_hpool_holds(mp_hpool_t *hp, const void *p)
     return mp_hpool_find(hp, (uintptr_t)p, &w) != NULL && (w & ~W_STATE) != 0;
 }
 
-void mp_hpool_stats(mp_hpool_t *hp, mp_device_stats_t *out)
+MP_PEEK_READER void mp_hpool_stats(mp_hpool_t *hp, mp_device_stats_t *out)
 {
     pthread_mutex_lock(&hp->lock);
     *out = hp->st;
     out->req_bytes = SUM(hp, req_bytes);
-    out->hits = MP_LOAD(hp->retired.hits);
-    out->hit_bytes = MP_LOAD(hp->retired.hit_bytes);
+    out->hits = hp->retired.hits;
+    out->hit_bytes = hp->retired.hit_bytes;
     for (mp_htc_t *t = hp->tcs; t; t = t->next)
         for (unsigned c = 0; c < MP_CLASS_MAX; c++) {
-            uint64_t h = MP_LOAD(t->bin[c].hits);
+            uint64_t h = MP_PEEK(t->bin[c].hits);
             out->hits += h;
             out->hit_bytes += h * hp->bsize[c];
         }

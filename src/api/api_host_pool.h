@@ -36,15 +36,17 @@ typedef struct hstack {
     uint32_t n, cap;
 } hstack_t;
 
-/* Counters: in a thread cache written by its thread only; the pool's
- * `retired` set under the pool lock (exited threads, callers without a
- * cache).  Requests, hit bytes and what is cached are derived when stats
- * are read (every block held is either in use or cached; hits are counted
- * per class), which keeps the hit path to three counter updates on acquire
- * and two on release. */
+/* Counters: in a thread cache plain integers written by its thread only
+ * (one add to memory each on the hit path; the stats read them with
+ * MP_PEEK, as the malloc thread cache's are, host.h); the pool's `retired`
+ * set under the pool lock (exited threads, callers without a cache).
+ * Requests, hit bytes and what is cached are derived when stats are read
+ * (every block held is either in use or cached; hits are counted per
+ * class), which keeps the hit path to three counter updates on acquire and
+ * two on release. */
 typedef struct hcount {
-    _Atomic uint64_t req_bytes, releases, hits, hit_bytes; /* hits: retired only */
-    _Atomic int64_t in_use;
+    uint64_t req_bytes, releases, hits, hit_bytes; /* hits: retired only */
+    int64_t in_use;
 } hcount_t;
 
 /* One class of a thread cache: 256 bytes, the hit path's one or two
@@ -52,7 +54,7 @@ typedef struct hcount {
 typedef struct tbin {
     _Alignas(256) uint32_t n;
     uint32_t cap;              /* 0: not thread-cached, or not sized yet */
-    _Atomic uint64_t hits;     /* blocks this bin handed out */
+    uint64_t hits;             /* blocks this bin handed out */
     struct {
         hentry_t *e;
         uintptr_t p; /* e's block: no load of the entry on a hit */
@@ -192,10 +194,9 @@ __attribute__((always_inline)) static inline void *mp_hpool_tc_pop_(mp_hpool_t *
     atomic_store_explicit(&b->v[n].e->w, p | W_LIVE, memory_order_release);
     if (!plain && mp_unlikely(hp->limited))
         mp_hpool_lim_drop(hp, bs);
-    MP_BUMP(b->hits, 1);
-    MP_BUMP(tc->c.req_bytes, size);
-    int64_t use = MP_LOAD(tc->c.in_use) + (int64_t)bs;
-    atomic_store_explicit(&tc->c.in_use, use, memory_order_relaxed);
+    b->hits++;
+    tc->c.req_bytes += size;
+    int64_t use = tc->c.in_use += (int64_t)bs;
     if (mp_unlikely(use > tc->high))
         return mp_hpool_peak(hp, tc, (void *)p);
     return (void *)p;
@@ -258,8 +259,8 @@ __attribute__((always_inline)) static inline int mp_hpool_release_(mp_hpool_t *h
             b->v[b->n].e = e;
             b->v[b->n].p = (uintptr_t)p;
             b->n++;
-            MP_BUMP(tc->c.releases, 1);
-            MP_BUMP(tc->c.in_use, -(int64_t)bs);
+            tc->c.releases++;
+            tc->c.in_use -= (int64_t)bs;
             return 0;
         }
     }

@@ -26,9 +26,6 @@ typedef struct mp_tclass {
     uint64_t hits, misses, releases, req_bytes;
     int64_t inuse_delta; /* bytes not yet published to mp_class_stats */
 } __attribute__((aligned(64))) mp_tclass_t;
-/* Another thread's plain counter, read without tearing (a hint while the
- * owner runs). */
-#define MP_PEEK(field) __atomic_load_n(&(field), __ATOMIC_RELAXED)
 
 typedef struct mp_tcache {
     size_t cached_limit; /* bytes; checked when a bin overflows */

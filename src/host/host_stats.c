@@ -12,7 +12,7 @@
 /* Reads the counters of threads that may be running: plain integers their
  * owners write (host.h), read whole but not ordered, so a hint; TSan would
  * call the pair a race. */
-__attribute__((no_sanitize("thread"))) static void add_tcache(const mp_tcache_t *tc, void *arg)
+MP_PEEK_READER static void add_tcache(const mp_tcache_t *tc, void *arg)
 {
     mp_snapshot_t *s = arg;
     for (unsigned c = 0; c < mp_sc.count; c++) {

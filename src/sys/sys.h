@@ -34,6 +34,11 @@
                               + (n),                                           \
                           memory_order_relaxed)
 #define MP_LOAD(field) atomic_load_explicit(&(field), memory_order_relaxed)
+/* Another thread's plain counter (one its owner bumps with a plain add),
+ * read without tearing: a hint while the owner runs.  Readers carry
+ * no_sanitize("thread") (MP_PEEK_READER). */
+#define MP_PEEK(field) __atomic_load_n(&(field), __ATOMIC_RELAXED)
+#define MP_PEEK_READER __attribute__((no_sanitize("thread")))
 
 #define MP_PATH_MAX 1024
 /* Small state set at start and read after (options, flags, the range's
