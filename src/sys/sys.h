@@ -26,13 +26,6 @@
 /* A function of include/mempool.h (the build hides everything else). */
 #define MP_PUBLIC __attribute__((visibility("default")))
 
-/* Relaxed counter bump by its only writer: a plain load and store on x86,
- * but a well-defined read for the stats writer in another thread. */
-#define MP_BUMP(field, n)                                                      \
-    atomic_store_explicit(&(field),                                            \
-                          atomic_load_explicit(&(field), memory_order_relaxed) \
-                              + (n),                                           \
-                          memory_order_relaxed)
 #define MP_LOAD(field) atomic_load_explicit(&(field), memory_order_relaxed)
 /* Another thread's plain counter (one its owner bumps with a plain add),
  * read without tearing: a hint while the owner runs.  Readers carry
