@@ -11,14 +11,21 @@
 
 typedef struct nothrow_t nothrow_t; /* std::nothrow_t: only its address is passed */
 
-static inline void *new_fast(size_t size)
+/* A miss of operator new: malloc's slow path, then new's failure rules. */
+static MP_NOINLINE void *new_miss(size_t size)
 {
-    void *p = mp_malloc(size);
+    void *p = mp_host_malloc_slow(size);
     return mp_likely(p != NULL) ? p : mp_cxx_new(size, 0, false);
 }
 
+__attribute__((always_inline)) static inline void *new_fast(size_t size)
+{
+    return mp_malloc_or(size, new_miss);
+}
+
 MP_EXPORT void *_Znwm(size_t n) { return new_fast(n); }
-MP_EXPORT void *_Znam(size_t n) { return new_fast(n); }
+/* The array forms are aliases, not calls: no jump on the hit path. */
+MP_EXPORT void *_Znam(size_t n) __attribute__((alias("_Znwm")));
 MP_EXPORT void *_ZnwmRKSt9nothrow_t(size_t n, const nothrow_t *t)
 {
     (void)t;
@@ -43,17 +50,13 @@ MP_EXPORT void *_ZnamSt11align_val_tRKSt9nothrow_t(size_t n, size_t al, const no
 }
 
 MP_EXPORT void _ZdlPv(void *p) { mp_free(p); }
-MP_EXPORT void _ZdaPv(void *p) { mp_free(p); }
+MP_EXPORT void _ZdaPv(void *p) __attribute__((alias("_ZdlPv")));
 MP_EXPORT void _ZdlPvm(void *p, size_t n)
 {
     (void)n;
     mp_free(p);
 }
-MP_EXPORT void _ZdaPvm(void *p, size_t n)
-{
-    (void)n;
-    mp_free(p);
-}
+MP_EXPORT void _ZdaPvm(void *p, size_t n) __attribute__((alias("_ZdlPvm")));
 MP_EXPORT void _ZdlPvRKSt9nothrow_t(void *p, const nothrow_t *t)
 {
     (void)t;

@@ -133,10 +133,10 @@ void *mp_heap_carve_run(unsigned cls, size_t size, size_t budget, unsigned *coun
 static inline bool mp_heap_is_carved(const void *p) { return (uintptr_t)p - mp_heap.base < mp_heap.carve_span; }
 /* The class of the block at offset off < class_span from the base: in the
  * carve area by its stripe, elsewhere by its slot (a conditional move). */
-static inline unsigned mp_class_of_offset(uintptr_t off)
+static inline uintptr_t mp_class_of_offset(uintptr_t off)
 {
-    unsigned striped = (unsigned)(off >> mp_heap.stripe_shift) & (MP_CLASS_MAX - 1);
-    unsigned slotted = (unsigned)(off >> mp_heap.slot_shift);
+    uintptr_t striped = (off >> mp_heap.stripe_shift) & (MP_CLASS_MAX - 1);
+    uintptr_t slotted = off >> mp_heap.slot_shift;
     return off < mp_heap.carve_span ? striped : slotted;
 }
 /* fork(): hold the arena-creation lock across it (child: same unlock), and,
@@ -155,7 +155,7 @@ static inline int mp_ptr_kind(const void *p, unsigned *cls)
 {
     uintptr_t off = (uintptr_t)p - mp_heap.base;
     if (mp_likely(off < mp_heap.class_span)) {
-        *cls = mp_class_of_offset(off);
+        *cls = (unsigned)mp_class_of_offset(off);
         return MP_PTR_CLASS;
     }
     if (off < mp_heap.size)

@@ -31,7 +31,9 @@ typedef struct mp_tcache {
     size_t cached_limit; /* bytes; checked when a bin overflows */
     struct mp_tcache *next, *prev; /* registry of live thread caches */
     size_t map_size;               /* bytes mapped for this cache and its slots */
-    mp_tclass_t cl[MP_CLASS_MAX];
+    /* cl[MP_CLASS_NONE] (and every class past mp_sc.count) stays empty with
+     * cap 0, so the hit path needs no test of the class it looked up. */
+    mp_tclass_t cl[MP_CLASS_MAX + 1];
 } mp_tcache_t;
 
 extern _Thread_local mp_tcache_t *mp_tls_tcache __attribute__((tls_model("initial-exec")));
@@ -56,10 +58,10 @@ void mp_host_init(void);
 void *mp_host_malloc_slow(size_t size);
 void mp_host_free_slow(void *p, unsigned cls);
 void mp_host_publish(unsigned cls, int64_t delta);
-/* The hit paths' overflow of a bin's inuse_delta: publish d, zero the
- * delta; called in tail position (the hit path saves no registers). */
-void *mp_host_publish_alloc(mp_tclass_t *b, unsigned cls, int64_t d, void *p);
-void mp_host_publish_free(mp_tclass_t *b, unsigned cls, int64_t d);
+/* malloc's hit path when its bin's inuse_delta reached a step: publish d
+ * (the caller has zeroed the delta) and return p; called in tail position
+ * (the hit path saves no registers).  free's calls mp_host_publish. */
+void *mp_host_publish_alloc(unsigned cls, int64_t d, void *p);
 void *mp_host_aligned(size_t align, size_t size);
 /* Zeroed memory for a request above the largest class: jemalloc knows which
  * pages are fresh, so large calloc does not touch (and commit) every page. */

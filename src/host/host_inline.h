@@ -17,33 +17,42 @@ static inline bool mp_publish_due(int64_t d)
     return (uint64_t)(d + MP_PUBLISH_BYTES - 1) > (uint64_t)(2 * MP_PUBLISH_BYTES - 2);
 }
 
-__attribute__((always_inline)) static inline void *mp_malloc(size_t size)
+/* malloc's hit path; a miss returns miss(size), a tail call (a caller
+ * that handles failure, operator new, passes its own and so keeps no
+ * register or test of its own on the hit path). */
+typedef void *(*mp_miss_fn)(size_t size);
+__attribute__((always_inline)) static inline void *mp_malloc_or(size_t size, mp_miss_fn miss)
 {
     mp_tcache_t *tc = mp_tls_tcache;
     if (mp_likely(tc != NULL)) {
-        unsigned cls = mp_size_class_of(&mp_sc, size);
-        if (mp_likely(cls < MP_CLASS_MAX)) {
-            mp_tclass_t *b = &tc->cl[cls];
-            if (mp_likely(b->count != 0)) {
-                void *p = b->slots[--b->count];
-                b->hits++;
-                b->req_bytes += size;
-                int64_t d = b->inuse_delta + (int64_t)b->size;
-                if (mp_unlikely(mp_publish_due(d)))
-                    return mp_host_publish_alloc(b, cls, d, p);
-                b->inuse_delta = d;
-                return p;
+        size_t cls = mp_size_class_of(&mp_sc, size); /* MP_CLASS_NONE: an empty bin */
+        mp_tclass_t *b = &tc->cl[cls];
+        if (mp_likely(b->count != 0)) {
+            void *p = b->slots[--b->count];
+            b->hits++;
+            b->req_bytes += size;
+            int64_t d = b->inuse_delta + (int64_t)b->size;
+            if (mp_unlikely(mp_publish_due(d))) {
+                b->inuse_delta = 0;
+                return mp_host_publish_alloc((unsigned)cls, d, p);
             }
+            b->inuse_delta = d;
+            return p;
         }
     }
-    return mp_host_malloc_slow(size);
+    return miss(size);
+}
+
+__attribute__((always_inline)) static inline void *mp_malloc(size_t size)
+{
+    return mp_malloc_or(size, mp_host_malloc_slow);
 }
 
 __attribute__((always_inline)) static inline void mp_free(void *p)
 {
     uintptr_t off = (uintptr_t)p - mp_heap.base;
     if (mp_likely(off < mp_heap.class_span)) {
-        unsigned cls = mp_class_of_offset(off);
+        uintptr_t cls = mp_class_of_offset(off);
         mp_tcache_t *tc = mp_tls_tcache;
         if (mp_likely(tc != NULL)) {
             mp_tclass_t *b = &tc->cl[cls];
@@ -52,14 +61,15 @@ __attribute__((always_inline)) static inline void mp_free(void *p)
                 b->releases++;
                 int64_t d = b->inuse_delta - (int64_t)b->size;
                 if (mp_unlikely(mp_publish_due(d))) {
-                    mp_host_publish_free(b, cls, d);
+                    b->inuse_delta = 0;
+                    mp_host_publish((unsigned)cls, d);
                     return;
                 }
                 b->inuse_delta = d;
                 return;
             }
         }
-        mp_host_free_slow(p, cls);
+        mp_host_free_slow(p, (unsigned)cls);
         return;
     }
     mp_host_free_other(p);
@@ -75,7 +85,7 @@ __attribute__((always_inline)) static inline void *mp_realloc(void *p, size_t si
 {
     uintptr_t off = (uintptr_t)p - mp_heap.base;
     if (mp_likely(off < mp_heap.class_span && size != 0)) {
-        unsigned cls = mp_class_of_offset(off);
+        uintptr_t cls = mp_class_of_offset(off);
         if (size <= mp_sc.realloc_max[cls] && size >= mp_sc.realloc_max[cls] / 2)
             return p; /* fits, and shrinking by less than half keeps it */
     }

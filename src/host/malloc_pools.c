@@ -92,15 +92,9 @@ void mp_host_publish(unsigned cls, int64_t delta)
     total_inuse_add(delta);
 }
 
-void mp_host_publish_free(mp_tclass_t *b, unsigned cls, int64_t d)
+void *mp_host_publish_alloc(unsigned cls, int64_t d, void *p)
 {
     mp_host_publish(cls, d);
-    b->inuse_delta = 0;
-}
-
-void *mp_host_publish_alloc(mp_tclass_t *b, unsigned cls, int64_t d, void *p)
-{
-    mp_host_publish_free(b, cls, d);
     return p;
 }
 
@@ -108,10 +102,10 @@ void *mp_host_publish_alloc(mp_tclass_t *b, unsigned cls, int64_t d, void *p)
 static void count_inuse(mp_tclass_t *b, unsigned cls, int64_t bytes)
 {
     int64_t d = b->inuse_delta + bytes;
-    if (mp_publish_due(d))
-        mp_host_publish_free(b, cls, d);
-    else
-        b->inuse_delta = d;
+    bool due = mp_publish_due(d);
+    b->inuse_delta = due ? 0 : d;
+    if (due)
+        mp_host_publish(cls, d);
 }
 
 static void reserved_add(unsigned cls, int64_t bytes)
