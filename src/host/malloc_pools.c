@@ -102,10 +102,12 @@ void *mp_host_publish_alloc(unsigned cls, int64_t d, void *p)
 static void count_inuse(mp_tclass_t *b, unsigned cls, int64_t bytes)
 {
     int64_t d = b->inuse_delta + bytes;
-    bool due = mp_publish_due(d);
-    b->inuse_delta = due ? 0 : d;
-    if (due)
+    if (mp_publish_due(d)) {
+        b->inuse_delta = 0;
         mp_host_publish(cls, d);
+    } else {
+        b->inuse_delta = d;
+    }
 }
 
 static void reserved_add(unsigned cls, int64_t bytes)
