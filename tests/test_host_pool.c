@@ -192,6 +192,38 @@ START_TEST(shared_limits_trim_to_jemalloc)
 }
 END_TEST
 
+/* The bound starts at 16384 blocks and doubles, up to MEMPOOL_HOST_MAX_BLOCKS,
+ * when a miss follows a trim by it. */
+START_TEST(shared_bound_grows_when_trimmed_blocks_are_missed)
+{
+    enum { N = 20000, FIRST = 16384, CEILING = 18000 };
+    setenv("MEMPOOL_HOST_TCACHE_BLOCKS", "0", 1);
+    setenv("MEMPOOL_HOST_CARVE_LIMIT", "0", 1); /* jemalloc blocks: carved ones are never trimmed */
+    setenv("MEMPOOL_HOST_MAX_BLOCKS", "18000", 1);
+    start();
+    static void *p[N];
+    for (int i = 0; i < N; i++)
+        p[i] = mp_malloc(32);
+    for (int i = 0; i < N; i++)
+        mp_free(p[i]);
+    const mp_row_t *r = row_of(32);
+    ck_assert_uint_eq(r->cached_blocks, FIRST);
+    ck_assert_uint_eq(r->trims, N - FIRST);
+    /* A program that frees once and exits stops here; this one comes back
+     * for the trimmed blocks: its first miss raises the bound. */
+    for (int i = 0; i < N; i++)
+        p[i] = mp_malloc(32);
+    r = row_of(32);
+    ck_assert_uint_eq(r->hits, FIRST);
+    ck_assert_uint_eq(r->misses, N + (N - FIRST));
+    for (int i = 0; i < N; i++)
+        mp_free(p[i]);
+    r = row_of(32);
+    ck_assert_uint_eq(r->cached_blocks, CEILING); /* 2 x 16384, capped */
+    ck_assert_uint_eq(r->trims, (N - FIRST) + (N - CEILING));
+}
+END_TEST
+
 START_TEST(cache_limit_in_bytes)
 {
     setenv("MEMPOOL_HOST_TCACHE_BLOCKS", "0", 1);
@@ -575,6 +607,7 @@ static Suite *host_pool_suite(void)
     tcase_add_test(tc, large_requests_bypass);
     tcase_add_test(tc, thread_cache_spills_to_shared_pool);
     tcase_add_test(tc, shared_limits_trim_to_jemalloc);
+    tcase_add_test(tc, shared_bound_grows_when_trimmed_blocks_are_missed);
     tcase_add_test(tc, cache_limit_in_bytes);
     tcase_add_test(tc, trim_returns_cached_bytes);
     tcase_add_test(tc, thread_exit_returns_cache);

@@ -44,6 +44,8 @@ typedef struct shared_pool {
     void **slots;           /* cap entries, mapped on first use */
     _Atomic uint64_t count; /* written under lock, peeked without */
     bool unmappable;        /* the slots could not be mapped: no pool for this class */
+    uint64_t bound;         /* most blocks kept now (under lock): grows to shared_cap */
+    _Atomic bool trimmed;   /* the bound trimmed blocks since it last grew */
     /* Trimmed carved blocks (under lock; a list through their first word):
      * carved memory is never returned, it serves the class's next misses. */
     void *_Atomic carve_spare;
@@ -55,6 +57,12 @@ MP_STARTUP_DATA static bool pooling;  /* false: MEMPOOL_DISABLE or MEMPOOL_HOST=
 MP_STARTUP_DATA static bool counting; /* false: MEMPOOL_DISABLE, a bare pass-through to jemalloc */
 MP_STARTUP_DATA static uint64_t carve_limit; /* MEMPOOL_HOST_CARVE_LIMIT */
 MP_STARTUP_DATA static uint64_t shared_cap;  /* MEMPOOL_HOST_MAX_BLOCKS: slots of each class's shared pool */
+/* A shared pool keeps at most this many blocks until a miss follows one of
+ * its trims; then its bound doubles, up to shared_cap.  A program that frees
+ * its blocks once, at the end, keeps a small pool (and its slot array, 8
+ * bytes a block: half again a 16 B class); a producer/consumer pair that
+ * frees in bursts grows it to what a burst needs (docs/design.md). */
+#define SHARED_FIRST_BOUND 16384
 
 /* Thread caches of exited threads point here: no bin takes a block, so
  * every call of such a thread takes the slow path. */
@@ -377,6 +385,21 @@ static void *refill(mp_tcache_t *tc, unsigned cls)
     return one;
 }
 
+/* A miss of class cls: if the pool's bound trimmed blocks since it last
+ * grew, the program wants back what we gave jemalloc: double the bound. */
+static void shared_grow_after_trim(unsigned cls)
+{
+    shared_pool_t *sp = &shared[cls];
+    if (!atomic_load_explicit(&sp->trimmed, memory_order_relaxed))
+        return;
+    pthread_mutex_lock(&sp->lock);
+    if (atomic_load_explicit(&sp->trimmed, memory_order_relaxed)) {
+        sp->bound = sp->bound * 2 < shared_cap ? sp->bound * 2 : shared_cap;
+        atomic_store_explicit(&sp->trimmed, false, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&sp->lock);
+}
+
 /* Give n blocks to the shared pool; what exceeds its limits goes back to
  * jemalloc. */
 static void shared_put(unsigned cls, void *const *blocks, uint64_t n)
@@ -391,11 +414,14 @@ static void shared_put(unsigned cls, void *const *blocks, uint64_t n)
             sp->unmappable = true; /* no pool for this class: blocks go straight back */
         else
             sp->slots = m;
+        sp->bound = shared_cap < SHARED_FIRST_BOUND ? shared_cap : SHARED_FIRST_BOUND;
     }
     uint64_t count = sp->count;
-    uint64_t room = (sp->slots ? shared_cap : 0) - count;
+    uint64_t room = (sp->slots ? sp->bound : 0) - count;
     uint64_t bytes = atomic_load_explicit(&shared_bytes, memory_order_relaxed);
     uint64_t byte_room = shared_limit > bytes ? (shared_limit - bytes) / cs : 0;
+    if (n > room && room < byte_room && sp->bound < shared_cap)
+        atomic_store_explicit(&sp->trimmed, true, memory_order_relaxed); /* the bound, not the bytes */
     if (room > byte_room)
         room = byte_room;
     uint64_t keep = n < room ? n : room;
@@ -607,6 +633,7 @@ static void *class_alloc_z(unsigned cls, size_t req, size_t align, bool *reused,
         *reused = true;
         return p;
     }
+    shared_grow_after_trim(cls);
     bool sampled = mp_callsite_sample_host(mp_sc.size[cls]);
     uint64_t t0 = sampled ? mp_now_ns() : 0;
     p = class_miss(tc, cls, zeroed);
