@@ -41,7 +41,7 @@ _Atomic int64_t mp_total_reserved, mp_total_reserved_peak;
 
 typedef struct shared_pool {
     pthread_mutex_t lock;
-    void **slots;           /* cap entries, mapped on first use */
+    void **slots;           /* shared_cap entries, mapped on first use */
     _Atomic uint64_t count; /* written under lock, peeked without */
     bool unmappable;        /* the slots could not be mapped: no pool for this class */
     uint64_t bound;         /* most blocks kept now (under lock): grows to shared_cap */
@@ -60,7 +60,7 @@ MP_STARTUP_DATA static uint64_t shared_cap;  /* MEMPOOL_HOST_MAX_BLOCKS: slots o
 /* A shared pool keeps at most this many blocks until a miss follows one of
  * its trims; then its bound doubles, up to shared_cap.  A program that frees
  * its blocks once, at the end, keeps a small pool (and its slot array, 8
- * bytes a block: half again a 16 B class); a producer/consumer pair that
+ * bytes a block: 50% on top of a 16 B block); a producer/consumer pair that
  * frees in bursts grows it to what a burst needs (docs/design.md). */
 #define SHARED_FIRST_BOUND 16384
 
