@@ -192,6 +192,15 @@ START_TEST(shared_limits_trim_to_jemalloc)
 }
 END_TEST
 
+/* n blocks of size bytes, then all of them freed, in order. */
+static void malloc_then_free(void **p, int n, size_t size)
+{
+    for (int i = 0; i < n; i++)
+        p[i] = mp_malloc(size);
+    for (int i = 0; i < n; i++)
+        mp_free(p[i]);
+}
+
 /* The bound starts at 16384 blocks and doubles, up to MEMPOOL_HOST_MAX_BLOCKS,
  * when a miss follows a trim by it. */
 START_TEST(shared_bound_grows_when_trimmed_blocks_are_missed)
@@ -202,10 +211,7 @@ START_TEST(shared_bound_grows_when_trimmed_blocks_are_missed)
     setenv("MEMPOOL_HOST_MAX_BLOCKS", "18000", 1);
     start();
     static void *p[N];
-    for (int i = 0; i < N; i++)
-        p[i] = mp_malloc(32);
-    for (int i = 0; i < N; i++)
-        mp_free(p[i]);
+    malloc_then_free(p, N, 32);
     const mp_row_t *r = row_of(32);
     ck_assert_uint_eq(r->cached_blocks, FIRST);
     ck_assert_uint_eq(r->trims, N - FIRST);
@@ -585,10 +591,7 @@ START_TEST(inuse_peak_tracks_published_bytes)
     start();
     enum { N = 1000 };
     static void *p[N];
-    for (int i = 0; i < N; i++)
-        p[i] = mp_malloc(512);
-    for (int i = 0; i < N; i++)
-        mp_free(p[i]);
+    malloc_then_free(p, N, 512);
     const mp_row_t *r = row_of(512);
     /* Exact to MP_PUBLISH_BYTES per thread and class. */
     ck_assert_int_ge(r->bytes_in_use_peak, (int64_t)N * 512 - MP_PUBLISH_BYTES);
