@@ -129,7 +129,7 @@ static int foreign_mode(int cached, int pairs)
         puts("no CUDA device");
         return 2;
     }
-    void **held = calloc((size_t)cached, sizeof(void *));
+    void **held = (void **)calloc((size_t)cached, sizeof(void *)); /* also built as CUDA C++ */
     for (int i = 0; i < cached; i++)
         if (held == NULL || cudaMalloc(&held[i], 512) != cudaSuccess)
             return 1;
