@@ -1,7 +1,8 @@
 /*
  * The real CUDA driver, reached the way cudart reaches it: dlopen
  * libcuda.so.1, dlsym cuGetProcAddress_v2, every entry point through it at
- * the driver's own version (cuCtxRecordEvent only from 12.5).
+ * the version of the signature we call (as cudaTypedefs.h's PFN_*_vNNNN
+ * name them; cuCtxRecordEvent only from 12.5).
  * Loaded on first use only, so programs without CUDA never load it.
  */
 #include <dlfcn.h>
@@ -20,13 +21,15 @@ typedef mp_cu_result (*get_proc_v1_fn)(const char *, void **, int, uint64_t);
 static void *real_get_proc;
 static bool real_get_proc_v2;
 
-/* An entry point of the real driver, as the driver's own version has it
- * (NULL if it has none). */
-static void *get(const char *name)
+/* An entry point of the real driver with the signature it had at version
+ * abi (NULL if it has none).  Never at the driver's own version: CUDA 13.0
+ * gave "cuCtxGetDevice" and "cuCtxSynchronize" a context argument, which
+ * a call through the old prototype leaves as register garbage. */
+static void *get(const char *name, int abi)
 {
     void *fn = NULL;
     int status = 0;
-    int v = mp_cuda.version;
+    int v = abi < mp_cuda.version ? abi : mp_cuda.version;
     mp_cu_result r;
     if (real_get_proc_v2) {
         get_proc_fn f;
@@ -63,41 +66,42 @@ static void load(void)
     static const struct {
         const char *name;
         size_t offset;
+        int abi; /* the version whose signature mp_cuda_t declares */
         bool optional;
     } table[] = {
-#define E(field, name) {name, offsetof(mp_cuda_t, field), false}
-#define OPT(field, name) {name, offsetof(mp_cuda_t, field), true}
-        E(init, "cuInit"),
-        E(mem_alloc, "cuMemAlloc"),
-        E(mem_free, "cuMemFree"),
-        E(event_create, "cuEventCreate"),
-        E(event_record, "cuEventRecord"),
-        E(event_query, "cuEventQuery"),
-        E(event_sync, "cuEventSynchronize"),
-        E(event_destroy, "cuEventDestroy"),
-        E(ctx_get_device, "cuCtxGetDevice"),
-        E(ctx_get_current, "cuCtxGetCurrent"),
-        E(ctx_push, "cuCtxPushCurrent"),
-        E(ctx_pop, "cuCtxPopCurrent"),
-        E(host_alloc, "cuMemHostAlloc"),
-        E(host_free, "cuMemFreeHost"),
-        E(total_mem, "cuDeviceTotalMem"),
-        OPT(device_count, "cuDeviceGetCount"),
-        OPT(device_get, "cuDeviceGet"),
-        OPT(primary_retain, "cuDevicePrimaryCtxRetain"),
-        OPT(primary_release, "cuDevicePrimaryCtxRelease"),
-        OPT(mem_get_info, "cuMemGetInfo"),
-        OPT(memset_async, "cuMemsetD8Async"),
-        OPT(host_register, "cuMemHostRegister"),
-        OPT(host_unregister, "cuMemHostUnregister"),
-        OPT(primary_get_state, "cuDevicePrimaryCtxGetState"),
-        OPT(ctx_synchronize, "cuCtxSynchronize"),
-        OPT(ctx_record_event, "cuCtxRecordEvent"),
+#define E(field, name, abi) {name, offsetof(mp_cuda_t, field), abi, false}
+#define OPT(field, name, abi) {name, offsetof(mp_cuda_t, field), abi, true}
+        E(init, "cuInit", 2000),
+        E(mem_alloc, "cuMemAlloc", 3020),
+        E(mem_free, "cuMemFree", 3020),
+        E(event_create, "cuEventCreate", 2000),
+        E(event_record, "cuEventRecord", 2000),
+        E(event_query, "cuEventQuery", 2000),
+        E(event_sync, "cuEventSynchronize", 2000),
+        E(event_destroy, "cuEventDestroy", 4000),
+        E(ctx_get_device, "cuCtxGetDevice", 2000),
+        E(ctx_get_current, "cuCtxGetCurrent", 4000),
+        E(ctx_push, "cuCtxPushCurrent", 4000),
+        E(ctx_pop, "cuCtxPopCurrent", 4000),
+        E(host_alloc, "cuMemHostAlloc", 2020),
+        E(host_free, "cuMemFreeHost", 2000),
+        E(total_mem, "cuDeviceTotalMem", 3020),
+        OPT(device_count, "cuDeviceGetCount", 2000),
+        OPT(device_get, "cuDeviceGet", 2000),
+        OPT(primary_retain, "cuDevicePrimaryCtxRetain", 7000),
+        OPT(primary_release, "cuDevicePrimaryCtxRelease", 11000),
+        OPT(mem_get_info, "cuMemGetInfo", 3020),
+        OPT(memset_async, "cuMemsetD8Async", 3020),
+        OPT(host_register, "cuMemHostRegister", 6050),
+        OPT(host_unregister, "cuMemHostUnregister", 4000),
+        OPT(primary_get_state, "cuDevicePrimaryCtxGetState", 7000),
+        OPT(ctx_synchronize, "cuCtxSynchronize", 2000),
+        OPT(ctx_record_event, "cuCtxRecordEvent", 12050),
 #undef E
 #undef OPT
     };
     for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
-        void *fn = get(table[i].name);
+        void *fn = get(table[i].name, table[i].abi);
         if (fn == NULL) {
             if (table[i].optional)
                 continue;

@@ -780,6 +780,56 @@ FAKE_EXPORT CUresult cuCtxSynchronize(void)
     return CUDA_SUCCESS;
 }
 
+/* A context handle the driver made: a primary one or a created one (each
+ * created context owns a legacy stream in the list); lock held. */
+static int ctx_known_locked(const struct CUctx_st *c)
+{
+    if (c >= &contexts[0] && c < &contexts[NDEV])
+        return 1;
+    for (const struct CUstream_st *o = streams; o; o = o->next)
+        if (o->is_legacy && o->ctx == c)
+            return 1;
+    return 0;
+}
+
+/* CUDA 13.0's variants, handed out for "cuCtxGetDevice" and
+ * "cuCtxSynchronize" at version >= 13000: they take the context (NULL:
+ * the current one).  A caller with the old prototype passes garbage; the
+ * real driver may crash on it, the fake answers CUDA_ERROR_INVALID_CONTEXT. */
+FAKE_EXPORT CUresult cuCtxGetDevice_v2(CUdevice *d, CUcontext ctx)
+{
+    COUNT();
+    if (!d)
+        return CUDA_ERROR_INVALID_VALUE;
+    pthread_mutex_lock(&lock);
+    init_locked();
+    struct CUctx_st *c = ctx ? ctx : cur_ctx();
+    CUresult rc = !ctx_known_locked(c) ? CUDA_ERROR_INVALID_CONTEXT
+                  : ctx_gone(c)        ? CUDA_ERROR_CONTEXT_IS_DESTROYED
+                                       : CUDA_SUCCESS;
+    if (rc == CUDA_SUCCESS)
+        *d = c->device;
+    pthread_mutex_unlock(&lock);
+    return rc;
+}
+
+FAKE_EXPORT CUresult cuCtxSynchronize_v2(CUcontext ctx)
+{
+    COUNT();
+    pthread_mutex_lock(&lock);
+    init_locked();
+    counters.ctx_sync++;
+    struct CUctx_st *c = ctx ? ctx : cur_ctx();
+    CUresult rc = !ctx_known_locked(c)    ? CUDA_ERROR_INVALID_CONTEXT
+                  : ctx_gone(c)           ? CUDA_ERROR_CONTEXT_IS_DESTROYED
+                  : capture_prohibits()   ? CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED
+                                          : CUDA_SUCCESS;
+    if (rc == CUDA_SUCCESS)
+        wait_until(ctx_busy_until(c));
+    pthread_mutex_unlock(&lock);
+    return rc;
+}
+
 /* ---- memory --------------------------------------------------------------- */
 
 /* Injected faults (fakecuSetFaults); lock held. */
@@ -1785,12 +1835,14 @@ static const proc_t procs[] = {
     P("cuCtxGetCurrent", 4000, cuCtxGetCurrent),
     P("cuCtxSetCurrent", 4000, cuCtxSetCurrent),
     P("cuCtxGetDevice", 2000, cuCtxGetDevice),
+    P("cuCtxGetDevice", 13000, cuCtxGetDevice_v2),
     P("cuCtxPushCurrent", 4000, cuCtxPushCurrent_v2),
     P("cuCtxPopCurrent", 4000, cuCtxPopCurrent_v2),
     P("cuCtxDestroy", 2000, cuCtxDestroy),
     P("cuCtxDestroy", 4000, cuCtxDestroy_v2),
     P("cuCtxCreate", 3020, cuCtxCreate_v2),
     P("cuCtxSynchronize", 2000, cuCtxSynchronize),
+    P("cuCtxSynchronize", 13000, cuCtxSynchronize_v2),
     P("cuCtxRecordEvent", 12050, cuCtxRecordEvent),
     P("cuMemAlloc", 2000, cuMemAlloc),
     P("cuMemAlloc", 3020, cuMemAlloc_v2),

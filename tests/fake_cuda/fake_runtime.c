@@ -33,7 +33,7 @@ static struct {
     CUresult (*stream_create_prio)(CUstream *, unsigned, int);
     CUresult (*primary_reset)(CUdevice);
     CUresult (*ctx_set)(CUcontext);
-    CUresult (*ctx_sync)(void);
+    CUresult (*ctx_sync)(CUcontext); /* 13.0's cuCtxSynchronize_v2, as cudart 13 takes it */
     CUresult (*mem_alloc)(CUdeviceptr *, size_t);
     CUresult (*mem_alloc_pitch)(CUdeviceptr *, size_t *, size_t, size_t, unsigned);
     CUresult (*mem_alloc_managed)(CUdeviceptr *, size_t, unsigned);
@@ -193,7 +193,7 @@ RT_EXPORT cudaError_t cudaHostGetDevicePointer(void **d, void *p, unsigned flags
     CALL(drv.host_dev_ptr((CUdeviceptr *)d, p, flags));
 }
 RT_EXPORT cudaError_t cudaMemGetInfo(size_t *f, size_t *t) { CALL(drv.get_info(f, t)); }
-RT_EXPORT cudaError_t cudaDeviceSynchronize(void) { CALL(drv.ctx_sync()); }
+RT_EXPORT cudaError_t cudaDeviceSynchronize(void) { CALL(drv.ctx_sync(NULL)); }
 RT_EXPORT cudaError_t cudaDeviceReset(void) { CALL(drv.primary_reset(device)); }
 RT_EXPORT cudaError_t cudaStreamCreate(cudaStream_t *s) { CALL(drv.stream_create((CUstream *)s, 0)); }
 RT_EXPORT cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags)

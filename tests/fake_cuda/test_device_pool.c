@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "check_main.h"
+#include "cuda_driver.h"
 #include "cuda_hooks.h"
 #include "device_pool.h"
 #include "fake_cuda/fake_cuda.h"
@@ -97,6 +98,28 @@ START_TEST(class_sizes)
         ck_assert_int_lt(c, MP_DEV_CLASSES);
         prev = c;
     }
+}
+END_TEST
+
+/* The driver table holds each entry point with the signature it is called
+ * through, not the driver version's: at 13000 "cuCtxGetDevice" and
+ * "cuCtxSynchronize" take a context (the fake hands out their _v2, as
+ * CUDA 13.0 does). */
+START_TEST(driver_entry_points_have_the_called_signatures)
+{
+    start();
+    ck_assert(mp_cuda_load());
+    ck_assert_int_eq(mp_cuda.version, 13000);
+    void *h = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_NOLOAD);
+    ck_assert_ptr_nonnull(h);
+    ck_assert_ptr_eq((void *)mp_cuda.ctx_get_device, dlsym(h, "cuCtxGetDevice"));
+    ck_assert_ptr_eq((void *)mp_cuda.ctx_synchronize, dlsym(h, "cuCtxSynchronize"));
+    ck_assert_ptr_eq((void *)mp_cuda.mem_alloc, dlsym(h, "cuMemAlloc_v2"));
+    ck_assert_ptr_eq((void *)mp_cuda.primary_release, dlsym(h, "cuDevicePrimaryCtxRelease_v2"));
+    int dev = -1;
+    ck_assert_int_eq(mp_cuda.ctx_get_device(&dev), CUDA_SUCCESS);
+    ck_assert_int_eq(dev, 0);
+    dlclose(h);
 }
 END_TEST
 
@@ -656,6 +679,7 @@ static Suite *device_suite(void)
     Suite *s = suite_create("device_pool");
     TCase *tc = tcase_create("pool");
     tcase_add_test(tc, class_sizes);
+    tcase_add_test(tc, driver_entry_points_have_the_called_signatures);
     tcase_add_test(tc, idle_free_then_alloc_is_a_hit);
     tcase_add_test(tc, reuse_waits_for_legacy_stream);
     tcase_add_test(tc, reuse_waits_for_blocking_stream);

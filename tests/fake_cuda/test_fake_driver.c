@@ -256,6 +256,10 @@ START_TEST(get_proc_address_versions_and_flags)
         {"cuCtxRecordEvent", 12050, "cuCtxRecordEvent", CU_GET_PROC_ADDRESS_SUCCESS},
         {"cuGreenCtxStreamCreate", 12030, NULL, CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT},
         {"cuGreenCtxStreamCreate", 12040, "cuGreenCtxStreamCreate", CU_GET_PROC_ADDRESS_SUCCESS},
+        {"cuCtxGetDevice", 12090, "cuCtxGetDevice", CU_GET_PROC_ADDRESS_SUCCESS},
+        {"cuCtxGetDevice", 13000, "cuCtxGetDevice_v2", CU_GET_PROC_ADDRESS_SUCCESS},
+        {"cuCtxSynchronize", 12090, "cuCtxSynchronize", CU_GET_PROC_ADDRESS_SUCCESS},
+        {"cuCtxSynchronize", 13000, "cuCtxSynchronize_v2", CU_GET_PROC_ADDRESS_SUCCESS},
         {"cuNoSuchThing", 13000, NULL, CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND},
     };
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
