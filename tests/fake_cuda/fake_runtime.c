@@ -4,7 +4,7 @@
  * cuda_runtime_api.h.  Like real cudart 12/13 it never links the driver:
  * on first use it dlopen()s libcuda.so.1, looks up cuGetProcAddress_v2,
  * cuInit and cuDriverGetVersion with dlsym, and takes every other driver
- * entry point through cuGetProcAddress_v2 with its own version (13000), so
+ * entry point through cuGetProcAddress_v2 at the version of its prototype, so
  * a shim that hooks dlsym and cuGetProcAddress sees exactly what it would
  * see with the real runtime.  All its work goes through those pointers:
  * cudaFree is the driver's cuMemFree (which synchronises), cudaDeviceReset
@@ -65,11 +65,16 @@ static pthread_mutex_t primary_lock = PTHREAD_MUTEX_INITIALIZER;
 static _Thread_local cudaError_t last_error;
 static uint64_t lookups;
 
-static void get(const char *name, void *slot)
+/* Like cudart 13, each entry point at the version of the prototype it is
+ * called through (cudaTypedefs.h's newest PFN_name_vNNNN), not at 13000:
+ * on an H200 with CUDA 13.0, real cudart took "cuMemHostAlloc" and
+ * "cuMemFreeHost" below 3.2, so a hook that matched only from 3020 on was
+ * never handed out. */
+static void get(const char *name, int version, void *slot)
 {
     void *fn = NULL;
     CUdriverProcAddressQueryResult st;
-    if (drv.get_proc(name, &fn, 13000, CU_GET_PROC_ADDRESS_DEFAULT, &st) == CUDA_SUCCESS)
+    if (drv.get_proc(name, &fn, version, CU_GET_PROC_ADDRESS_DEFAULT, &st) == CUDA_SUCCESS)
         memcpy(slot, &fn, sizeof(fn));
     lookups++;
 }
@@ -86,32 +91,32 @@ static void load(void)
     void *init = dlsym(h, "cuInit"), *version = dlsym(h, "cuDriverGetVersion");
     memcpy(&drv.init, &init, sizeof(init));
     memcpy(&drv.driver_version, &version, sizeof(version));
-    get("cuDevicePrimaryCtxRetain", &drv.primary_retain);
-    get("cuCtxGetCurrent", &drv.ctx_get);
-    get("cuStreamCreateWithPriority", &drv.stream_create_prio);
-    get("cuDevicePrimaryCtxReset", &drv.primary_reset);
-    get("cuCtxSetCurrent", &drv.ctx_set);
-    get("cuCtxSynchronize", &drv.ctx_sync);
-    get("cuMemAlloc", &drv.mem_alloc);
-    get("cuMemAllocPitch", &drv.mem_alloc_pitch);
-    get("cuMemAllocManaged", &drv.mem_alloc_managed);
-    get("cuMemFree", &drv.mem_free);
-    get("cuMemAllocAsync", &drv.alloc_async);
-    get("cuMemFreeAsync", &drv.free_async);
-    get("cuMemHostAlloc", &drv.host_alloc);
-    get("cuMemFreeHost", &drv.host_free);
-    get("cuMemHostGetDevicePointer", &drv.host_dev_ptr);
-    get("cuMemGetInfo", &drv.get_info);
-    get("cuMemGetAddressRange", &drv.addr_range);
-    get("cuStreamCreate", &drv.stream_create);
-    get("cuStreamDestroy", &drv.stream_destroy);
-    get("cuStreamSynchronize", &drv.stream_sync);
-    get("cuEventCreate", &drv.event_create);
-    get("cuEventRecord", &drv.event_record);
-    get("cuEventQuery", &drv.event_query);
-    get("cuEventSynchronize", &drv.event_sync);
-    get("cuEventDestroy", &drv.event_destroy);
-    get("fakecuLaunchFill", &drv.launch_fill);
+    get("cuDevicePrimaryCtxRetain", 7000, &drv.primary_retain);
+    get("cuCtxGetCurrent", 4000, &drv.ctx_get);
+    get("cuStreamCreateWithPriority", 5050, &drv.stream_create_prio);
+    get("cuDevicePrimaryCtxReset", 11000, &drv.primary_reset);
+    get("cuCtxSetCurrent", 4000, &drv.ctx_set);
+    get("cuCtxSynchronize", 13000, &drv.ctx_sync);
+    get("cuMemAlloc", 3020, &drv.mem_alloc);
+    get("cuMemAllocPitch", 3020, &drv.mem_alloc_pitch);
+    get("cuMemAllocManaged", 6000, &drv.mem_alloc_managed);
+    get("cuMemFree", 3020, &drv.mem_free);
+    get("cuMemAllocAsync", 11020, &drv.alloc_async);
+    get("cuMemFreeAsync", 11020, &drv.free_async);
+    get("cuMemHostAlloc", 2020, &drv.host_alloc);
+    get("cuMemFreeHost", 2000, &drv.host_free);
+    get("cuMemHostGetDevicePointer", 3020, &drv.host_dev_ptr);
+    get("cuMemGetInfo", 3020, &drv.get_info);
+    get("cuMemGetAddressRange", 3020, &drv.addr_range);
+    get("cuStreamCreate", 2000, &drv.stream_create);
+    get("cuStreamDestroy", 4000, &drv.stream_destroy);
+    get("cuStreamSynchronize", 2000, &drv.stream_sync);
+    get("cuEventCreate", 2000, &drv.event_create);
+    get("cuEventRecord", 2000, &drv.event_record);
+    get("cuEventQuery", 2000, &drv.event_query);
+    get("cuEventSynchronize", 2000, &drv.event_sync);
+    get("cuEventDestroy", 4000, &drv.event_destroy);
+    get("fakecuLaunchFill", 0, &drv.launch_fill);
     int v = 0;
     if (!drv.init || drv.init(0) != CUDA_SUCCESS || !drv.driver_version || drv.driver_version(&v) != CUDA_SUCCESS)
         load_error = cudaErrorInitializationError;
