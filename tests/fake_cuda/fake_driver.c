@@ -1886,7 +1886,7 @@ static const proc_t procs[] = {
     P("cuMemHostUnregister", 4000, cuMemHostUnregister),
     P("cuGreenCtxCreate", 12040, cuGreenCtxCreate),
     P("cuGreenCtxDestroy", 12040, cuGreenCtxDestroy),
-    P("cuGreenCtxStreamCreate", 12040, cuGreenCtxStreamCreate),
+    P("cuGreenCtxStreamCreate", 12050, cuGreenCtxStreamCreate),
     P("fakecuLaunchFill", 0, fakecuLaunchFill),
 };
 #undef P

@@ -10,7 +10,7 @@ int main()
     CHECK(cudaFree(nullptr));
     int lo = 0, hi = 0;
     CHECK(cudaDeviceGetStreamPriorityRange(&lo, &hi));
-    // Green contexts (CUDA 12.4) through the driver entry points; without
+    // Green contexts (CUDA 12.4; their streams 12.5) through the driver entry points; without
     // them the third kind is made with cudaStreamCreateWithPriority too.
     CUresult (*get_res)(CUdevice, CUdevResource *, CUdevResourceType) = nullptr;
     CUresult (*gen_desc)(CUdevResourceDesc *, CUdevResource *, unsigned) = nullptr;
@@ -20,7 +20,7 @@ int main()
     cudaGetDriverEntryPointByVersion("cuDeviceGetDevResource", (void **)&get_res, 12040, cudaEnableDefault, &q);
     cudaGetDriverEntryPointByVersion("cuDevResourceGenerateDesc", (void **)&gen_desc, 12040, cudaEnableDefault, &q);
     cudaGetDriverEntryPointByVersion("cuGreenCtxCreate", (void **)&green_create, 12040, cudaEnableDefault, &q);
-    cudaGetDriverEntryPointByVersion("cuGreenCtxStreamCreate", (void **)&green_stream, 12040, cudaEnableDefault, &q);
+    cudaGetDriverEntryPointByVersion("cuGreenCtxStreamCreate", (void **)&green_stream, 12050, cudaEnableDefault, &q);
     cudaGetLastError();
     CUgreenCtx green = nullptr;
     CUdevResource res;
