@@ -7,6 +7,9 @@ takes from the sources instead of keeping copies.
                    (sizes and counts as integers), choices
   schema_version:  MP_STATS_SCHEMA_VERSION of src/report/report.h, the stats file
                    version the shim writes
+  host_first_bound: SHARED_FIRST_BOUND of src/host/malloc_pools.c, the blocks a
+                   class's shared pool starts with (the report's advice names
+                   it; with --check, docs/stats.md must name the same number)
 
 The file is checked in, so mempool-report runs from the source tree
 without a build; meson installs it next to stats.schema.json
@@ -72,19 +75,33 @@ def schema_version() -> int:
     return int(m.group(1))
 
 
+def host_first_bound() -> int:
+    m = re.search(r"^#define SHARED_FIRST_BOUND (\d+)\s*$", (ROOT / "src/host/malloc_pools.c").read_text(), re.M)
+    if not m:
+        raise ValueError("src/host/malloc_pools.c: no #define SHARED_FIRST_BOUND N")
+    return int(m.group(1))
+
+
 def render() -> str:
     rows = options_def_parser()((ROOT / "src/core/options.def").read_text())
     # One line per option, so a change to options.def shows as one line here.
     opts = ",\n".join(f"  {json.dumps(r['name'])}: {json.dumps(option(r))}" for r in rows)
     return ("{\n"
-            ' "_generated": "from src/core/options.def and src/report/report.h by scripts/gen-report-consts.py; do not edit",\n'
+            ' "_generated": "from src/core/options.def, src/report/report.h and src/host/malloc_pools.c'
+            ' by scripts/gen-report-consts.py; do not edit",\n'
             f' "schema_version": {schema_version()},\n'
+            f' "host_first_bound": {host_first_bound()},\n'
             f' "options": {{\n{opts}\n }}\n}}\n')
 
 
 def main() -> int:
-    return gen_options_doc().write_or_check(OUT, render(), "--check" in sys.argv[1:],
-                                            "src/core/options.def and src/report/report.h",
+    check = "--check" in sys.argv[1:]
+    bound = f"starts at {host_first_bound()} blocks"
+    if check and bound not in (ROOT / "docs/stats.md").read_text():
+        print(f"gen-report-consts: docs/stats.md does not say the shared pool's bound \"{bound}\"")
+        return 1
+    return gen_options_doc().write_or_check(OUT, render(), check,
+                                            "src/core/options.def, src/report/report.h and src/host/malloc_pools.c",
                                             "scripts/gen-report-consts.py")
 
 

@@ -61,7 +61,8 @@ MP_STARTUP_DATA static uint64_t shared_cap;  /* MEMPOOL_HOST_MAX_BLOCKS: slots o
  * its trims; then its bound doubles, up to shared_cap.  A program that frees
  * its blocks once, at the end, keeps a small pool (and its slot array, 8
  * bytes a block: 50% on top of a 16 B block); a producer/consumer pair that
- * frees in bursts grows it to what a burst needs (docs/design.md). */
+ * frees in bursts grows it to what a burst needs (docs/design.md).
+ * scripts/gen-report-consts.py reads this line for mempool-report's advice. */
 #define SHARED_FIRST_BOUND 16384
 
 /* Thread caches of exited threads point here: no bin takes a block, so
