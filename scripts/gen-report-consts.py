@@ -9,7 +9,8 @@ takes from the sources instead of keeping copies.
                    version the shim writes
   host_first_bound: SHARED_FIRST_BOUND of src/host/malloc_pools.c, the blocks a
                    class's shared pool starts with (the report's advice names
-                   it; with --check, docs/stats.md must name the same number)
+                   it; with --check, docs/stats.md and options.def must name
+                   the same number)
 
 The file is checked in, so mempool-report runs from the source tree
 without a build; meson installs it next to stats.schema.json
@@ -96,10 +97,11 @@ def render() -> str:
 
 def main() -> int:
     check = "--check" in sys.argv[1:]
-    bound = f"starts at {host_first_bound()} blocks"
-    if check and bound not in (ROOT / "docs/stats.md").read_text():
-        print(f"gen-report-consts: docs/stats.md does not say the shared pool's bound \"{bound}\"")
-        return 1
+    first = host_first_bound()
+    for path, says in (("docs/stats.md", f"starts at {first} blocks"), ("src/core/options.def", f"at most {first} ")):
+        if check and says not in (ROOT / path).read_text():
+            print(f"gen-report-consts: {path} does not say the shared pool's first bound: \"{says}\"")
+            return 1
     return gen_options_doc().write_or_check(OUT, render(), check,
                                             "src/core/options.def, src/report/report.h and src/host/malloc_pools.c",
                                             "scripts/gen-report-consts.py")

@@ -475,6 +475,19 @@ class AdviceRealRuns(unittest.TestCase):
         self.assertEqual([(a["current"], a["advised"]) for a in adv], [(64, want)])
         self.assertIn(f"raise MEMPOOL_HOST_MAX_BLOCKS from 64 to >= {want}", report(f).stdout)
 
+    def test_host_trims_while_the_bound_grows(self):
+        # Three rounds of 50,000 blocks of 640 B (bytearray buffers are above
+        # pymalloc's 512 B): each free trims what the class's pool bound does
+        # not hold yet, below both limits; the advice names the first bound.
+        code = "for r in range(3):\n    x = [bytearray(600) for _ in range(50000)]\n    del x\n"
+        f, _ = self.one([sys.executable, "-c", code], HOST_CARVE_LIMIT=0)
+        with open(os.path.join(HERE, "..", "..", "scripts", "lib", "report-consts.json")) as c:
+            first = json.load(c)["host_first_bound"]
+        adv = advice_for(f, "host_trims")
+        self.assertEqual([a["option"] for a in adv], [None])
+        self.assertIn(f"pool bound still growing toward MEMPOOL_HOST_MAX_BLOCKS (it starts at {first} blocks",
+                      adv[0]["text"])
+
     def test_host_bypass(self):
         f, d = self.one([sys.executable, "-c", PY_WORK], HOST_MAX_BLOCK_SIZE=16)
         t = d["kinds"]["host"]["totals"]
