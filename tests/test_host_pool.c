@@ -192,6 +192,36 @@ START_TEST(shared_limits_trim_to_jemalloc)
 }
 END_TEST
 
+/* Past its bound a shared pool gives jemalloc its oldest blocks, keeps the
+ * newest, and hands them back newest first (its slots are a ring: this
+ * wraps it twice). */
+START_TEST(shared_pool_trims_its_oldest_blocks)
+{
+    enum { N = 10, BOUND = 4 };
+    setenv("MEMPOOL_HOST_TCACHE_BLOCKS", "0", 1);
+    setenv("MEMPOOL_HOST_CARVE_LIMIT", "0", 1);
+    setenv("MEMPOOL_HOST_MAX_BLOCKS", "4", 1);
+    start();
+    void *p[N], *q[BOUND];
+    for (int i = 0; i < N; i++)
+        p[i] = mp_malloc(1000);
+    for (int i = 0; i < N; i++)
+        mp_free(p[i]);
+    const mp_row_t *r = row_of(1000);
+    ck_assert_uint_eq(r->cached_blocks, BOUND);
+    ck_assert_uint_eq(r->trims, N - BOUND);
+    for (int i = 0; i < BOUND; i++)
+        q[i] = mp_malloc(1000);
+    for (int i = 0; i < BOUND; i++)
+        ck_assert_ptr_eq(q[i], p[N - 1 - i]);
+    r = row_of(1000);
+    ck_assert_uint_eq(r->hits, BOUND);
+    ck_assert_uint_eq(r->cached_blocks, 0);
+    for (int i = 0; i < BOUND; i++)
+        mp_free(q[i]);
+}
+END_TEST
+
 /* n blocks of size bytes, then all of them freed, in order. */
 static void malloc_then_free(void **p, int n, size_t size)
 {
@@ -217,8 +247,12 @@ START_TEST(shared_bound_grows_when_trimmed_blocks_are_missed)
     ck_assert_uint_eq(r->trims, N - FIRST);
     /* A program that frees once and exits stops here; this one comes back
      * for the trimmed blocks: its first miss raises the bound. */
+    static void *q[N];
     for (int i = 0; i < N; i++)
-        p[i] = mp_malloc(32);
+        q[i] = mp_malloc(32);
+    for (int i = 0; i < FIRST; i++) /* the newest FIRST, newest first */
+        ck_assert_ptr_eq(q[i], p[N - 1 - i]);
+    memcpy(p, q, sizeof(q));
     r = row_of(32);
     ck_assert_uint_eq(r->hits, FIRST);
     ck_assert_uint_eq(r->misses, N + (N - FIRST));
@@ -610,6 +644,7 @@ static Suite *host_pool_suite(void)
     tcase_add_test(tc, large_requests_bypass);
     tcase_add_test(tc, thread_cache_spills_to_shared_pool);
     tcase_add_test(tc, shared_limits_trim_to_jemalloc);
+    tcase_add_test(tc, shared_pool_trims_its_oldest_blocks);
     tcase_add_test(tc, shared_bound_grows_when_trimmed_blocks_are_missed);
     tcase_add_test(tc, cache_limit_in_bytes);
     tcase_add_test(tc, trim_returns_cached_bytes);

@@ -39,9 +39,16 @@ mp_bypass_stats_t mp_bypass_stats;
 _Atomic int64_t mp_total_inuse, mp_total_inuse_peak;
 _Atomic int64_t mp_total_reserved, mp_total_reserved_peak;
 
+/* A shared pool is a ring of block addresses: refills take the newest
+ * (top), and what its bound cannot hold is trimmed from the oldest
+ * (bottom), so the blocks a program keeps reusing stay, in the order
+ * they were freed in (a spilled run is a run of neighbours when the
+ * program freed neighbours), and the coldest go back to jemalloc. */
 typedef struct shared_pool {
     pthread_mutex_t lock;
-    void **slots;           /* shared_cap entries, mapped on first use */
+    void **slots;           /* shared_ring entries, mapped on first use */
+    uint64_t head;          /* ring index of the oldest block (under lock) */
+    uint64_t mask;          /* ring size - 1: the bound rounded up to a power of two */
     _Atomic uint64_t count; /* written under lock, peeked without */
     bool unmappable;        /* the slots could not be mapped: no pool for this class */
     uint64_t bound;         /* most blocks kept now (under lock): grows to shared_cap */
@@ -56,7 +63,8 @@ MP_STARTUP_DATA static uint64_t shared_limit;
 MP_STARTUP_DATA static bool pooling;  /* false: MEMPOOL_DISABLE or MEMPOOL_HOST=0 */
 MP_STARTUP_DATA static bool counting; /* false: MEMPOOL_DISABLE, a bare pass-through to jemalloc */
 MP_STARTUP_DATA static uint64_t carve_limit; /* MEMPOOL_HOST_CARVE_LIMIT */
-MP_STARTUP_DATA static uint64_t shared_cap;  /* MEMPOOL_HOST_MAX_BLOCKS: slots of each class's shared pool */
+MP_STARTUP_DATA static uint64_t shared_cap;  /* MEMPOOL_HOST_MAX_BLOCKS: most blocks in a class's shared pool */
+MP_STARTUP_DATA static uint64_t shared_ring; /* slots mapped per pool: shared_cap rounded up to a power of two */
 /* A shared pool keeps at most this many blocks until a miss follows one of
  * its trims; then its bound doubles, up to shared_cap.  A program that frees
  * its blocks once, at the end, keeps a small pool (and its slot array, 8
@@ -357,6 +365,31 @@ static void *class_miss(mp_tcache_t *tc, unsigned cls, bool *zeroed)
 
 /* ---- shared pool -------------------------------------------------------------- */
 
+/* Copy n entries out of / into the ring from ring index pos (any value:
+ * taken modulo the ring size), as at most two memcpys. */
+static void ring_read(const shared_pool_t *sp, uint64_t pos, void **dst, uint64_t n)
+{
+    uint64_t i = pos & sp->mask, first = sp->mask + 1 - i;
+    if (first > n)
+        first = n;
+    memcpy(dst, sp->slots + i, first * sizeof(void *));
+    memcpy(dst + first, sp->slots, (n - first) * sizeof(void *));
+}
+
+static void ring_write(shared_pool_t *sp, uint64_t pos, void *const *src, uint64_t n)
+{
+    uint64_t i = pos & sp->mask, first = sp->mask + 1 - i;
+    if (first > n)
+        first = n;
+    memcpy(sp->slots + i, src, first * sizeof(void *));
+    memcpy(sp->slots, src + first, (n - first) * sizeof(void *));
+}
+
+static uint64_t pow2_ceil(uint64_t x)
+{
+    return x <= 1 ? 1 : (uint64_t)1 << (64 - __builtin_clzll(x - 1));
+}
+
 /* Refill an empty bin with up to half its capacity from the shared pool
  * and return one more block for the caller; NULL if the pool is empty. */
 static void *refill(mp_tcache_t *tc, unsigned cls)
@@ -365,7 +398,9 @@ static void *refill(mp_tcache_t *tc, unsigned cls)
     if (atomic_load_explicit(&sp->count, memory_order_relaxed) == 0)
         return NULL; /* racy peek: a wrong answer only costs a miss */
     mp_tclass_t *b = tcache_live(tc) ? &tc->cl[cls] : NULL;
-    uint64_t want = b ? b->cap / 2 + 1 : 1;
+    /* As many as a full bin spills: a refill then takes back one spilled
+     * run whole, not the end of one and the start of the next. */
+    uint64_t want = b && b->cap > 1 ? b->cap - b->cap / 2 : 1;
     size_t cs = mp_sc.size[cls];
     void *one = NULL;
     pthread_mutex_lock(&sp->lock);
@@ -373,9 +408,9 @@ static void *refill(mp_tcache_t *tc, unsigned cls)
     uint64_t n = count < want ? count : want;
     if (n > 0) {
         count -= n;
-        one = sp->slots[count + n - 1]; /* the most recently put: warmest */
+        one = sp->slots[(sp->head + count + n - 1) & sp->mask]; /* the most recently put: warmest */
         if (n > 1)
-            memcpy(b->slots, sp->slots + count, (n - 1) * sizeof(void *));
+            ring_read(sp, sp->head + count, b->slots, n - 1);
         sp->count = count;
         atomic_fetch_sub_explicit(&shared_bytes, n * cs, memory_order_relaxed);
     }
@@ -396,43 +431,79 @@ static void shared_grow_after_trim(unsigned cls)
     pthread_mutex_lock(&sp->lock);
     if (atomic_load_explicit(&sp->trimmed, memory_order_relaxed)) {
         sp->bound = sp->bound * 2 < shared_cap ? sp->bound * 2 : shared_cap;
+        uint64_t ring = sp->mask + 1, grown = pow2_ceil(sp->bound);
+        if (grown > ring) {
+            /* The entries that wrapped to the start go after the old end,
+             * where the larger ring expects them (grown >= 2 * ring). */
+            uint64_t end = sp->head + sp->count;
+            if (end > ring)
+                memcpy(sp->slots + ring, sp->slots, (end - ring) * sizeof(void *));
+            sp->mask = grown - 1;
+        }
         atomic_store_explicit(&sp->trimmed, false, memory_order_relaxed);
     }
     pthread_mutex_unlock(&sp->lock);
 }
 
-/* Give n blocks to the shared pool; what exceeds its limits goes back to
- * jemalloc. */
+/* Give n blocks to the shared pool.  Past its bound (or the byte limit of
+ * all pools) the pool's oldest blocks go back to jemalloc to make room for
+ * the new ones (a put never shrinks the pool), and what still does not fit
+ * of the n after them.  Evictions go in steps of SHARED_EVICT_STEP, since
+ * jemalloc is called without the lock held. */
+#define SHARED_EVICT_STEP 256
 static void shared_put(unsigned cls, void *const *blocks, uint64_t n)
 {
     shared_pool_t *sp = &shared[cls];
     size_t cs = mp_sc.size[cls];
-    pthread_mutex_lock(&sp->lock);
-    if (sp->slots == NULL && !sp->unmappable && shared_cap > 0) {
-        void *m = mmap(NULL, shared_cap * sizeof(void *), PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-        if (m == MAP_FAILED)
-            sp->unmappable = true; /* no pool for this class: blocks go straight back */
-        else
-            sp->slots = m;
-        sp->bound = shared_cap < SHARED_FIRST_BOUND ? shared_cap : SHARED_FIRST_BOUND;
+    while (n > 0) {
+        void *evicted[SHARED_EVICT_STEP];
+        uint64_t e = 0;
+        pthread_mutex_lock(&sp->lock);
+        if (sp->slots == NULL && !sp->unmappable && shared_cap > 0) {
+            void *m = mmap(NULL, shared_ring * sizeof(void *), PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+            if (m == MAP_FAILED)
+                sp->unmappable = true; /* no pool for this class: blocks go straight back */
+            else
+                sp->slots = m;
+            sp->bound = shared_cap < SHARED_FIRST_BOUND ? shared_cap : SHARED_FIRST_BOUND;
+            sp->mask = pow2_ceil(sp->bound) - 1;
+        }
+        uint64_t count = sp->count, bound = sp->slots ? sp->bound : 0;
+        uint64_t bytes = atomic_load_explicit(&shared_bytes, memory_order_relaxed);
+        uint64_t byte_room = shared_limit > bytes ? (shared_limit - bytes) / cs : 0;
+        uint64_t fits = bound < count + byte_room ? bound : count + byte_room; /* blocks it may hold */
+        if (count + n > fits) {
+            if (count + n > bound && bound < count + byte_room && sp->bound < shared_cap)
+                atomic_store_explicit(&sp->trimmed, true, memory_order_relaxed); /* the bound, not the bytes */
+            /* Over the byte limit already (other classes grew): the pool
+             * keeps what it has and the new blocks go back. */
+            e = fits >= count ? count + n - fits : 0;
+            e = e < count ? e : count;
+            e = e < SHARED_EVICT_STEP ? e : SHARED_EVICT_STEP;
+            if (e) {
+                ring_read(sp, sp->head, evicted, e);
+                sp->head = (sp->head + e) & sp->mask;
+                count -= e;
+            }
+        }
+        uint64_t keep = fits > count ? fits - count : 0;
+        keep = keep < n ? keep : n;
+        if (keep) /* slots is NULL for a pool of capacity 0: no write to it */
+            ring_write(sp, sp->head + count, blocks, keep);
+        sp->count = count + keep;
+        atomic_fetch_add_explicit(&shared_bytes, keep * cs, memory_order_relaxed);
+        atomic_fetch_sub_explicit(&shared_bytes, e * cs, memory_order_relaxed);
+        pthread_mutex_unlock(&sp->lock);
+        blocks += keep;
+        n -= keep;
+        if (e)
+            trim_blocks(cls, evicted, e);
+        else if (n > 0) { /* nothing more to evict: the rest goes back */
+            trim_blocks(cls, blocks, n);
+            break;
+        }
     }
-    uint64_t count = sp->count;
-    uint64_t room = (sp->slots ? sp->bound : 0) - count;
-    uint64_t bytes = atomic_load_explicit(&shared_bytes, memory_order_relaxed);
-    uint64_t byte_room = shared_limit > bytes ? (shared_limit - bytes) / cs : 0;
-    if (n > room && room < byte_room && sp->bound < shared_cap)
-        atomic_store_explicit(&sp->trimmed, true, memory_order_relaxed); /* the bound, not the bytes */
-    if (room > byte_room)
-        room = byte_room;
-    uint64_t keep = n < room ? n : room;
-    if (keep) /* slots is NULL for a pool of capacity 0: no memcpy(NULL, .., 0) */
-        memcpy(sp->slots + count, blocks, keep * sizeof(void *));
-    sp->count = count + keep;
-    atomic_fetch_add_explicit(&shared_bytes, keep * cs, memory_order_relaxed);
-    pthread_mutex_unlock(&sp->lock);
-    if (n > keep)
-        trim_blocks(cls, blocks + keep, n - keep);
 }
 
 /* Move the n oldest blocks of a bin (the bottom of its stack) out. */
@@ -586,6 +657,7 @@ void mp_host_init(void)
     shared_limit = mp_opt(MP_OPT_HOST_CACHE_LIMIT);
     carve_limit = mp_opt(MP_OPT_HOST_CARVE_LIMIT);
     shared_cap = mp_opt(MP_OPT_HOST_MAX_BLOCKS);
+    shared_ring = pow2_ceil(shared_cap);
     /* The shared pools' locks are zero-filled static storage, which is
      * PTHREAD_MUTEX_INITIALIZER in glibc: initialising 128 of them here
      * would touch five pages in every process at start. */
@@ -872,7 +944,7 @@ size_t mp_host_trim(void)
             uint64_t count = sp->count;
             uint64_t n = count < 256 ? count : 256;
             if (n)
-                memcpy(batch, sp->slots + count - n, n * sizeof(void *));
+                ring_read(sp, sp->head + count - n, batch, n);
             sp->count = count - n;
             atomic_fetch_sub(&shared_bytes, n * mp_sc.size[c]);
             pthread_mutex_unlock(&sp->lock);
