@@ -4,12 +4,13 @@
  * arenas behind that.
  *
  *   free:  thread bin (bounded in blocks and bytes) -> half spills to the
- *          shared pool (bounded per class and in bytes) -> jemalloc (trim)
+ *          shared pool (bounded per class and in bytes) -> its oldest
+ *          blocks go to jemalloc (trim)
  *   malloc: thread bin -> refill half a bin from the shared pool (hit)
  *          -> jemalloc mallocx from the class's arena (miss)
  *
- * Bins and shared pools are arrays of block addresses, so moving blocks
- * between them is a memcpy that never touches the (cold) blocks.
+ * Bins are arrays and shared pools rings of block addresses, so moving
+ * blocks between them is a memcpy that never touches the (cold) blocks.
  *
  * Counters are per thread (relaxed, single writer) and folded into the
  * process-wide ones when a thread exits; bytes in use are published in
