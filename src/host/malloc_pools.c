@@ -17,7 +17,7 @@
  * MP_PUBLISH_BYTES steps so that peaks are exact to within that per class
  * and thread.  Bytes reserved change only on slow paths and are exact.
  *
- * Why one file of ~800 lines: the thread caches, the shared pools, the
+ * Why one file of ~1,000 lines: the thread caches, the shared pools, the
  * carve spares and the counters share the pools' private state (static
  * here) and one lock order (registry, then a class's shared pool, never
  * jemalloc under either); split, that state would become extern and the
@@ -391,8 +391,9 @@ static uint64_t pow2_ceil(uint64_t x)
     return x <= 1 ? 1 : (uint64_t)1 << (64 - __builtin_clzll(x - 1));
 }
 
-/* Refill an empty bin with up to half its capacity from the shared pool
- * and return one more block for the caller; NULL if the pool is empty. */
+/* Take up to half a bin's capacity (what a full bin spills) from the
+ * shared pool: one for the caller, the rest into its empty bin; NULL if
+ * the pool is empty. */
 static void *refill(mp_tcache_t *tc, unsigned cls)
 {
     shared_pool_t *sp = &shared[cls];
